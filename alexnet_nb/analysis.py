@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from alexnet_nb import augment, env
+from alexnet_nb import augment, env, evaluate
 
 
 @dataclass(frozen=True)
@@ -132,19 +132,24 @@ def first_per_class(split, per_class: int):
 
 
 def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, topk=(1, 5)) -> list[float]:
-    """Percent of rows whose label is among the k most probable classes (k capped at the class count)."""
-    ranked = probs.topk(min(max(topk), probs.shape[1]), dim=1).indices
-    hits = ranked == labels.view(-1, 1)
-    return [100.0 * hits[:, :k].any(dim=1).float().mean().item() for k in topk]
+    """Percent of rows whose label is among the k most probable classes (k capped at the class count).
+
+    The same count as training's (``evaluate.accuracy``), so the two cannot disagree.
+    """
+    return evaluate.accuracy(probs, labels, topk)
 
 
 def view_table(net, split, batch_size=256, device=None, crop_size=augment.CROP_SIZE) -> tuple[pd.DataFrame, dict]:
-    """Top-1/top-5 of the centre view and of the ten views; also returns both probability tensors."""
-    probs = {v: predict(net, split.images, v, batch_size, device, crop_size) for v in ("center", "ten")}
-    rows = {}
-    for name, p in (("centre view", probs["center"]), ("ten views (paper)", probs["ten"])):
-        top1, top5 = topk_accuracy(p, split.labels)
-        rows[name] = dict(top1=top1, top5=top5)
+    """Top-1/top-5 of the centre view and of the ten views; also returns ``{"ten": probabilities}``.
+
+    The centre row comes from ``evaluate.evaluate``, the very function that
+    wrote the history's ``val_top1``/``val_top5``, so the table matches the history.
+    """
+    centre = evaluate.evaluate(net, split, batch_size, device, crop_size)
+    probs = {"ten": predict(net, split.images, "ten", batch_size, device, crop_size)}
+    top1, top5 = topk_accuracy(probs["ten"], split.labels)
+    rows = {"centre view": dict(top1=centre["top1"], top5=centre["top5"]),
+            "ten views (paper)": dict(top1=top1, top5=top5)}
     return pd.DataFrame.from_dict(rows, orient="index"), probs
 
 

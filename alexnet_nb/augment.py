@@ -15,13 +15,16 @@ bilinear weights sum to one, so the result is the same and it touches 16x
 fewer pixels.
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
+
+from alexnet_nb.model import IMAGE_SIZE  # the input size AlexNet's layers need (227), defined once in model
 
 # ImageNet statistics, as every torchvision model and the blog used them.
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-IMAGE_SIZE = 227  # the paper's 224 does not fit its own conv1 arithmetic; 227 does
 CROP_SIZE = 56  # of 64: the paper's 224-of-256 ratio (0.875) on Tiny ImageNet
 
 # Principal components of ImageNet RGB pixels (values in [0, 1]), as used by
@@ -33,6 +36,24 @@ PCA_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
+
+
+@functools.lru_cache(maxsize=None)
+def _constant(name, device):
+    """The module constant ``name`` as a float tensor on ``device``, made once per device.
+
+    ``torch.tensor(..., device="cuda")`` is a blocking host-to-device copy; built
+    every step it would stall the GPU queue for nothing.
+    """
+    return torch.tensor(globals()[name], dtype=torch.float32, device=device)
+
+
+def _device_constant(name, device):
+    # Normalize the key so that "cuda", "cuda:0" and torch.device("cuda") share one entry.
+    device = torch.device(device if device is not None else "cpu")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return _constant(name, device)
 
 
 def _crop(images, ys, xs, flip, crop_size):
@@ -50,11 +71,25 @@ def _crop(images, ys, xs, flip, crop_size):
 def _normalize(crops_u8, offset=None):
     """uint8 -> float, ``(x/255 - mean) / std``; ``offset`` ([B, 3], in [0, 1] units) is added first."""
     x = crops_u8.float().div_(255)
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    mean = _device_constant("MEAN", x.device).view(1, 3, 1, 1)
     if offset is not None:
         mean = mean - offset.view(-1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    std = _device_constant("STD", x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def to_image(x):
+    """Undo the normalization for display: float ``[B, 3, H, W]`` or ``[3, H, W]`` -> the same shape in [0, 1].
+
+    Channels stay first (like the input); ``to_image(x).permute(1, 2, 0)``
+    (or ``permute(0, 2, 3, 1)`` for a batch) is what ``imshow`` takes. Clamped,
+    because PCA lighting can push pixels slightly outside [0, 1]. Returned on the CPU.
+    """
+    x = x.detach().float()
+    shape = (3, 1, 1) if x.dim() == 3 else (1, 3, 1, 1)
+    mean = _device_constant("MEAN", x.device).view(shape)
+    std = _device_constant("STD", x.device).view(shape)
+    return (x * std + mean).clamp_(0, 1).cpu()
 
 
 def _resize(x, image_size):
@@ -67,8 +102,8 @@ def _resize(x, image_size):
 def pca_offsets(n, alpha_std, generator=None, device=None):
     """The paper's lighting noise: per image, ``sum_i alpha_i * lambda_i * p_i`` with ``alpha_i ~ N(0, alpha_std)``."""
     alpha = torch.randn(n, 3, generator=generator, device=device) * alpha_std
-    eigval = torch.tensor(PCA_EIGVAL, device=device)
-    eigvec = torch.tensor(PCA_EIGVEC, device=device)
+    eigval = _device_constant("PCA_EIGVAL", alpha.device)
+    eigvec = _device_constant("PCA_EIGVEC", alpha.device)
     return (alpha * eigval) @ eigvec.T  # [n, 3] RGB offsets
 
 

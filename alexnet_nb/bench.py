@@ -140,8 +140,10 @@ def bench_train(args) -> dict:
 
     device = torch.device(args.device) if args.device else env.default_device()
     gpu = device.type == "cuda"
-    batch = args.batch_size or (128 if gpu else 32)
-    steps, warmup = args.steps or (50 if gpu else 3), args.warmup or (10 if gpu else 1)
+    # "is None", not "or": an explicit --warmup 0 must mean no warm-up, not the default.
+    batch = args.batch_size if args.batch_size is not None else (128 if gpu else 32)
+    steps = args.steps if args.steps is not None else (50 if gpu else 3)
+    warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
     source = Path(args.source) if args.source else data.dataset_source()
     if not (source / "train").is_dir():
         raise SystemExit(f"the baseline reads JPEGs from an extracted folder; {source} is not one (unzip it)")

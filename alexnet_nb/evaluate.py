@@ -31,11 +31,11 @@ def autocast(device, dtype):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def _shard(n, distributed):
-    """Indices this process evaluates: all of them, or every world_size-th under DDP."""
+def _shard(n, distributed, device=None):
+    """Indices this process evaluates (on ``device``): all of them, or every world_size-th under DDP."""
     if distributed and dist.is_initialized():
-        return torch.arange(dist.get_rank(), n, dist.get_world_size())
-    return torch.arange(n)
+        return torch.arange(dist.get_rank(), n, dist.get_world_size(), device=device)
+    return torch.arange(n, device=device)
 
 
 @torch.no_grad()
@@ -52,10 +52,11 @@ def evaluate(net, split, batch_size=256, device=None, crop_size=augment.CROP_SIZ
     was_training = net.training
     net.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top-1 hits, top-5 hits (no sync per batch)
-    index = _shard(len(split.labels), distributed)
+    # Built where the images live, so that slicing it per batch copies nothing between devices.
+    index = _shard(len(split.labels), distributed, split.images.device)
     for start in range(0, len(index), batch_size):
         idx = index[start:start + batch_size]
-        images = split.images[idx.to(split.images.device)].to(device, non_blocking=True)
+        images = split.images[idx].to(device, non_blocking=True)
         target = split.labels[idx.to(split.labels.device)].to(device, non_blocking=True)
         x = augment.center_view(images, crop_size, image_size)
         if channels_last:

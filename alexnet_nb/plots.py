@@ -34,10 +34,10 @@ def plot_topk(history, x="epoch", references=(analysis.BLOG, analysis.TARGET)):
         raise ValueError(f"x must be 'epoch' or 'time', not {x!r}")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
     for ax, k in zip(axes, ("top1", "top5")):
-        for prefix, label in SPLITS:
+        for i, (prefix, label) in enumerate(SPLITS):  # one colour per split in both panels
             column = f"{prefix}_{k}"
             if column in history and history[column].notna().any():
-                ax.plot(xs, history[column], marker=".", label=label)
+                ax.plot(xs, history[column], marker=".", label=label, color=f"C{i}")
         for i, ref in enumerate(references):
             value = getattr(ref, k)
             ax.axhline(value, linestyle="--", linewidth=1, color=f"C{7 + i}", label=f"{ref.name} ({value:g}%)")
@@ -52,10 +52,10 @@ def plot_topk(history, x="epoch", references=(analysis.BLOG, analysis.TARGET)):
 def plot_loss(history):
     """Cross-entropy per epoch for every split in the history."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for prefix, label in SPLITS:
+    for i, (prefix, label) in enumerate(SPLITS):
         column = f"{prefix}_loss"
         if column in history and history[column].notna().any():
-            ax.plot(history["epoch"], history[column], marker=".", label=label)
+            ax.plot(history["epoch"], history[column], marker=".", label=label, color=f"C{i}")
     ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -109,3 +109,35 @@ def plot_kernels(weight, rows=8, cols=12):
     ax.axis("off")
     return fig
 
+
+
+def save_run_plots(run_dir):
+    """Write ``curves.png`` (top-1/top-5 per epoch) and ``loss.png`` beside a run's ``history.csv``.
+
+    The blog's and our target's lines are drawn only for a 200-class run (per its
+    ``summary.json``): on a class subset they would invite a false comparison.
+    """
+    import json
+    import pandas as pd
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    history = pd.read_csv(run_dir / "history.csv")
+    summary = run_dir / "summary.json"
+    classes = json.loads(summary.read_text()).get("classes", 200) if summary.exists() else 200
+    references = (analysis.BLOG, analysis.TARGET) if classes == 200 else ()
+    written = []
+    for name, fig in (("curves.png", plot_topk(history, references=references)), ("loss.png", plot_loss(history))):
+        fig.savefig(run_dir / name, dpi=80)
+        plt.close(fig)
+        written.append(run_dir / name)
+    return written
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m alexnet_nb.plots RUN_DIR   (a folder holding history.csv)")
+    for path in save_run_plots(sys.argv[1]):
+        print(f"wrote {path}")

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg
 
-ROOT_NAME = "tiny-imagenet-200"
+from alexnet_nb.data import ROOT_NAME  # the official archive's folder name, defined once by the loader
 SIZE = 64
 
 

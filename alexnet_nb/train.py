@@ -32,6 +32,7 @@ import math
 import os
 import random
 import re
+import shlex
 import sys
 import time
 import types
@@ -69,7 +70,7 @@ class Config:
     weight_decay: float = 5e-4  # L2 on every weight and bias, as in the paper
     schedule: str = "paper"  # "paper": /10 when holdout error stalls | "cosine": warm-up + cosine | "onecycle"
     plateau_patience: int = 2  # "paper": epochs without holdout improvement before dividing lr by 10
-    warmup_epochs: float = 1.0  # linear warm-up from 0 to lr at the start, every schedule (fractions allowed)
+    warmup_epochs: float = 0.0  # linear warm-up from 0 to lr over this many epochs, any schedule (the paper: none)
     label_smoothing: float = 0.0  # 0.1 is the modern choice; the paper used none
     # --- augmentation and model ---
     crop_size: int = augment.CROP_SIZE  # random crop of the 64x64 image (56: the paper's 224/256 ratio)
@@ -100,6 +101,12 @@ class Config:
                     epochs=2, batch_size=8, eval_batch_size=8, precision="fp32", name="quick", log_every=1)
         base.update(overrides)
         return cls(**base)
+
+    def __post_init__(self):
+        # Stored as text: config.json and weights-only checkpoints hold plain values, not Path objects.
+        for name in ("source", "out_dir"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
 
     def run_dir(self) -> Path:
         return Path(self.out_dir) if self.out_dir else env.runs_dir() / self.name
@@ -167,9 +174,20 @@ def _set_determinism(config, device):
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick the fastest
 
 
-def _epoch_seed(seed, epoch, rank=0):
-    """A distinct, reproducible seed for each (run seed, epoch, process)."""
-    return (seed * 1_000_003 + epoch * 10_007 + rank * 101 + 17) % (2**63 - 1)
+SHUFFLE, AUGMENT, DROPOUT = range(3)  # the random streams of an epoch
+
+
+def _epoch_seed(seed, epoch, stream, rank=0):
+    """A distinct, reproducible seed for each (run seed, epoch, random stream, process)."""
+    return (seed * 1_000_003 + epoch * 10_007 + stream * 1_009 + rank * 101 + 17) % (2**63 - 1)
+
+
+def _batch_and_steps(n, batch_size, world):
+    """(global batch, steps per epoch): the batch shrinks to fit a training set smaller than it."""
+    batch = min(batch_size, n - n % world)
+    if batch < world:
+        raise ValueError(f"{n} training images cannot feed {world} processes; use more images or fewer processes")
+    return batch, n // batch
 
 
 def _limit(split, n, seed):
@@ -178,10 +196,6 @@ def _limit(split, n, seed):
         return split
     idx = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:n]
     return split.subset(idx.sort().values)
-
-
-def _to_device(split, device):
-    return dataclasses.replace(split, images=split.images.to(device), labels=split.labels.to(device))
 
 
 def prepare_data(config, device, progress=True):
@@ -196,7 +210,7 @@ def prepare_data(config, device, progress=True):
     train = _limit(train, config.max_train_images, config.seed)
     holdout = _limit(holdout, config.max_eval_images, 1)
     val = _limit(val, config.max_eval_images, 2)
-    return tuple(_to_device(s, device) for s in (train, holdout, val))
+    return tuple(s.to(device) for s in (train, holdout, val))
 
 
 def make_scheduler(optimizer, config, steps_per_epoch):
@@ -224,19 +238,16 @@ def make_scheduler(optimizer, config, steps_per_epoch):
 # Checkpoints
 
 
-def _atomic_save(obj, path):
-    """Write to a temporary file, then rename: a disconnect mid-write never leaves a torn file."""
+def _atomic_write(path, write):
+    """``write(tmp)`` a temporary file beside ``path``, then rename it: a disconnect mid-write
+    leaves the previous file whole, never a torn one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_csv(df, path):
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _rng_state():
@@ -257,11 +268,13 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _read(path, device="cpu"):
+def _read(path):
+    """A checkpoint, on the CPU: RNG states must stay CPU tensors, and
+    ``optimizer.load_state_dict`` moves the momentum onto the parameters' device."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    return torch.load(path, map_location=device, weights_only=True)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def config_from_dict(d):
@@ -269,10 +282,28 @@ def config_from_dict(d):
     return Config(**{k: v for k, v in d.items() if k in names})
 
 
+# What may change when a run is resumed: how it runs, not what it computes.
+RESUME_MAY_CHANGE = ("epochs", "device", "precision", "compile", "eval_batch_size", "progress", "log_every",
+                     "resume", "name", "out_dir", "source")
+
+
+def _resumed_config(config, saved):
+    """The saved run's recipe with this call's ``RESUME_MAY_CHANGE`` settings; says what it ignored."""
+    differ = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_MAY_CHANGE
+              and getattr(config, f.name) != getattr(saved, f.name)]
+    if differ and config.progress:
+        print("Resuming with the run's saved settings: " + ", ".join(
+            f"{k}={getattr(saved, k)!r} (not {getattr(config, k)!r})" for k in differ))
+    keep = {k: getattr(config, k) for k in RESUME_MAY_CHANGE}
+    if keep["source"] is None:  # not given again: the data the run started on
+        keep["source"] = saved.source
+    return dataclasses.replace(saved, **keep)
+
+
 def load_checkpoint(path, device=None):
     """(network in eval mode, Config, history DataFrame) from a run folder or a ``checkpoint.pt``."""
     device = torch.device(device) if device is not None else env.default_device()
-    state = _read(path, device)
+    state = _read(path)
     config = config_from_dict(state["config"])
     net = model.AlexNet(num_classes=state["num_classes"], groups=config.groups, init=config.init,
                         dropout=config.dropout)
@@ -296,13 +327,13 @@ def _train_epoch(ctx, epoch):
     """One pass over the training images; returns (mean loss, top-1 %, images seen, seconds, last lr)."""
     c, train, net, device = ctx["config"], ctx["train"], ctx["net"], ctx["device"]
     rank, world = ctx["rank"], ctx["world"]
+    batch, steps = ctx["batch"], ctx["steps"]
     n = len(train.labels)
-    batch = min(c.batch_size, n - n % world)
-    steps = n // batch
-    torch.manual_seed(_epoch_seed(c.seed, epoch, rank))  # dropout masks
-    perm = torch.randperm(n, generator=torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch)),
-                          device=device)  # same global order on every process
-    aug_gen = torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch, 1))  # same on every process
+    torch.manual_seed(_epoch_seed(c.seed, epoch, DROPOUT, rank))  # dropout masks: each process its own
+    # The shuffle and the augmentation are the same on every process: each takes its share of one global batch.
+    perm = torch.randperm(n, generator=torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch, SHUFFLE)),
+                          device=device)
+    aug_gen = torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch, AUGMENT))
     h, w = train.images.shape[-2:]
     sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss * images, correct (stay on the device)
     seen = 0
@@ -370,18 +401,49 @@ def _summary(row, epochs):
             f"{row['seconds']:.0f} s  {row['images_per_s']:.0f} img/s")
 
 
-def fit(config: Config, callback=None) -> pd.DataFrame:
+def run_summary(history, config, num_classes, device, precision, world=1, command=None) -> dict:
+    """What a reader of ``results/`` needs beside the curves: final and best scores, speed, machine, versions."""
+    last = history.iloc[-1]
+    best = history.loc[history["holdout_top1"].idxmax()]  # chosen on the holdout, never on val
+    scores = ["holdout_top1", "holdout_top5", "val_top1", "val_top5"]
+    return {
+        "run": config.run_dir().name,
+        "command": command or "alexnet_nb.train.fit(Config(...)) from Python; see config",
+        "classes": num_classes,
+        "epochs_done": int(last["epoch"]), "epochs_planned": config.epochs,
+        "final": {k: round(float(last[k]), 2) for k in scores},
+        "best_by_holdout": {"epoch": int(best["epoch"]), **{k: round(float(best[k]), 2) for k in scores}},
+        "wall_time_s": round(float(last["elapsed_s"]), 1),
+        "train_images_per_s_median": round(float(history["images_per_s"].median()), 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
+        "processes": world, "precision": precision, "seed": config.seed,
+        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
+                     "torchvision": _version("torchvision"), "alexnet_nb": _version("alexnet_nb")},
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _version(package):
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def fit(config: Config, callback=None, command=None) -> pd.DataFrame:
     """Train (or resume) a run; returns the history, one row per epoch (``HISTORY_COLUMNS``).
 
     ``callback(history)`` is called on rank 0 after every epoch (e.g. to redraw
-    the curves in a notebook). Raises ``NonFiniteLossError`` if the loss
+    the curves in a notebook). ``command`` (how the run was started) goes into
+    the run folder's ``summary.json``, rewritten every epoch with ``history.csv``. Raises ``NonFiniteLossError`` if the loss
     diverges, keeping the last good checkpoint.
     """
     rank, world, local_rank, own_group = _init_distributed(config)
     saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.backends.cudnn.benchmark)
     try:
-        return _fit(config, callback, rank, world, local_rank)
+        return _fit(config, callback, rank, world, local_rank, command)
     except getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError) as e:
         raise RuntimeError(_oom_message(config, world)) from e
     finally:
@@ -391,15 +453,18 @@ def fit(config: Config, callback=None) -> pd.DataFrame:
             dist.destroy_process_group()
 
 
-def _fit(config, callback, rank, world, local_rank):
+def _fit(config, callback, rank, world, local_rank, command):
     if config.batch_size % world:
         raise ValueError(f"batch_size {config.batch_size} (the global batch) must divide by {world} processes")
+    ckpt_path = config.run_dir() / "checkpoint.pt"
+    state = _read(ckpt_path) if config.resume and ckpt_path.exists() else None
+    if state is not None:
+        config = _resumed_config(config, config_from_dict(state["config"]))
     device = _pick_device(config, local_rank)
     _set_determinism(config, device)
     precision, amp_dtype, use_scaler = resolve_precision(config.precision, device)
     say = print if (config.progress and rank == 0) else (lambda *a, **k: None)
     run_dir = config.run_dir()
-    ckpt_path = run_dir / "checkpoint.pt"
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -418,15 +483,15 @@ def _fit(config, callback, rank, world, local_rank):
     optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    steps = len(train) // min(config.batch_size, len(train) - len(train) % world)
+    batch, steps = _batch_and_steps(len(train), config.batch_size, world)
     scheduler, per_step = make_scheduler(optimizer, config, steps)
 
     history, start_epoch, elapsed0 = [], 0, 0.0
-    if config.resume and ckpt_path.exists():
-        state = _read(ckpt_path, device)
+    if state is not None:
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        if use_scaler and state["scaler"]:  # empty when the run so far was bf16 or fp32 (another GPU)
+            scaler.load_state_dict(state["scaler"])
         scheduler.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         history = pd.DataFrame(state["history"], columns=HISTORY_COLUMNS).to_dict("records")
@@ -436,7 +501,8 @@ def _fit(config, callback, rank, world, local_rank):
     elif config.resume:
         say(f"No checkpoint in {run_dir.name}; starting a new run.")
     if rank == 0:
-        (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+        _atomic_write(run_dir / "config.json",
+                      lambda tmp: tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2)))
     say(f"{len(train)} train, {len(holdout)} holdout, {len(val)} val images, {len(train.classes)} classes; "
         f"{device.type}, {precision}, batch {config.batch_size}"
         + (f" over {world} processes" if world > 1 else "") + f", {steps} steps per epoch")
@@ -447,7 +513,7 @@ def _fit(config, callback, rank, world, local_rank):
         train_net = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         train_net = torch.compile(train_net)
-    ctx = dict(config=config, train=train, net=train_net, device=device, rank=rank, world=world,
+    ctx = dict(config=config, batch=batch, steps=steps, train=train, net=train_net, device=device, rank=rank, world=world,
                optimizer=optimizer, scaler=scaler, scheduler=scheduler, per_step=per_step,
                amp_dtype=amp_dtype, precision=precision, warmup_steps=int(config.warmup_epochs * steps),
                last_good=f"{run_dir.name}/checkpoint.pt, epoch {start_epoch}" if start_epoch else "none yet")
@@ -471,12 +537,15 @@ def _fit(config, callback, rank, world, local_rank):
         history.append(row)
         frame = pd.DataFrame(history, columns=HISTORY_COLUMNS)
         if rank == 0:
-            _atomic_save(dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
+            checkpoint = dict(model=net.state_dict(), optimizer=optimizer.state_dict(),
                               scaler=scaler.state_dict(), scheduler=scheduler.state_dict(),
                               rng=_rng_state(), epoch=epoch + 1, history=frame.to_dict("list"),
                               config=dataclasses.asdict(config), num_classes=len(train.classes),
-                              classes=list(train.classes), names=list(train.names)), ckpt_path)
-            _atomic_csv(frame, run_dir / "history.csv")
+                              classes=list(train.classes), names=list(train.names))
+            _atomic_write(ckpt_path, lambda tmp: torch.save(checkpoint, tmp))
+            _atomic_write(run_dir / "history.csv", lambda tmp: frame.to_csv(tmp, index=False))
+            summary = run_summary(frame, config, len(train.classes), device, precision, world, command)
+            _atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
             ctx["last_good"] = f"{run_dir.name}/checkpoint.pt, epoch {epoch + 1}"
             say(_summary(row, config.epochs))
             if callback is not None:
@@ -539,8 +608,11 @@ def config_from_args(argv=None) -> Config:
 
 def main(argv=None):
     config = config_from_args(argv)
+    launcher = "torchrun ... -m alexnet_nb.train" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else \
+        "python -m alexnet_nb.train"
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        fit(config)
+        fit(config, command=f"{launcher} {shlex.join(args)}".strip())
     except NonFiniteLossError as e:
         sys.exit(f"error: {e}")
 

@@ -77,6 +77,30 @@ def test_resize_and_pca_lighting():
     assert shift.abs().max() > 1e-3 and shift.abs().max() < 0.2
 
 
+def test_to_image_inverts_the_normalization_and_clamps():
+    imgs = torch.randint(0, 256, (3, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    x = augment.center_view(imgs, crop_size=56, image_size=56)  # normalized, no resampling
+    back = augment.to_image(x)
+    assert back.shape == x.shape and back.dtype == torch.float32
+    torch.testing.assert_close(back, imgs[:, :, 4:60, 4:60].float() / 255, atol=1e-6, rtol=0)
+    torch.testing.assert_close(augment.to_image(x[1]), back[1])  # a single [3, H, W] image too
+    far = torch.full((3, 2, 2), 10.0)  # far outside the normalized range: clamped for imshow
+    assert augment.to_image(far).max() == 1.0 and augment.to_image(-far).min() == 0.0
+
+
+def test_normalization_constants_are_made_once_per_device():
+    a = augment._device_constant("MEAN", torch.device("cpu"))
+    assert augment._device_constant("MEAN", "cpu") is a  # cached, not rebuilt per call
+    assert a.tolist() == list(torch.tensor(augment.MEAN).tolist())
+    assert augment._device_constant("PCA_EIGVEC", "cpu").shape == (3, 3)
+
+
+def test_image_size_is_the_models():
+    from alexnet_nb import model
+
+    assert augment.IMAGE_SIZE == model.IMAGE_SIZE == 227
+
+
 def test_accuracy_topk():
     output = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0],
                            [0.9, 0.1, 0.0, 0.0, 0.0, 0.0],

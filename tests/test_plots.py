@@ -118,3 +118,26 @@ def test_kernel_figure_draws_the_kernel_grid():
     drawn = np.asarray(ax.images[0].get_array())
     np.testing.assert_array_equal(drawn, analysis.kernel_grid(weight))
     assert drawn.shape == (8 * 12 - 1, 12 * 12 - 1, 3)
+
+
+def test_save_run_plots_writes_pngs_beside_the_history(tmp_path):
+    history = pd.DataFrame({
+        "epoch": [1, 2], "lr": [0.01, 0.01], "train_loss": [2.3, 2.1], "train_top1": [10.0, 20.0],
+        "holdout_loss": [2.2, 2.0], "holdout_top1": [15.0, 25.0], "holdout_top5": [50.0, 60.0],
+        "val_loss": [2.2, 2.0], "val_top1": [14.0, 24.0], "val_top5": [49.0, 61.0],
+        "seconds": [10.0, 10.0], "images_per_s": [5.0, 5.0], "elapsed_s": [10.0, 20.0]})
+    history.to_csv(tmp_path / "history.csv", index=False)
+    written = plots.save_run_plots(tmp_path)
+    assert [p.name for p in written] == ["curves.png", "loss.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_a_split_keeps_its_colour_in_both_panels():
+    history = pd.DataFrame({"epoch": [1, 2], "train_top1": [10.0, 20.0], "holdout_top1": [15.0, 25.0],
+                            "holdout_top5": [50.0, 60.0], "val_top1": [14.0, 24.0], "val_top5": [49.0, 61.0],
+                            "elapsed_s": [10.0, 20.0]})
+    fig = plots.plot_topk(history, references=())
+    colour = [{line.get_label(): line.get_color() for line in ax.lines} for ax in fig.axes]
+    assert colour[0]["holdout"] == colour[1]["holdout"] and colour[0]["validation"] == colour[1]["validation"]
+    assert "train" not in colour[1]  # the history has no train top-5
+    plt.close(fig)

@@ -1,5 +1,6 @@
 """The training engine: resume, divergence, the CLI, DDP (all on a CPU, tiny data)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,24 @@ def test_ddp_two_gloo_processes_match_one_process(source, tmp_path):
     a, b = weights(tmp_path / "ddp"), weights(tmp_path / "one")
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
     assert b["classifier.fc8.bias"].abs().sum() > 0  # it starts at zero: the run did train
+
+
+def test_resume_keeps_the_saved_recipe_and_writes_a_summary(source, tmp_path):
+    # A Path is a natural thing to pass; it must survive config.json and the weights-only checkpoint.
+    first = tiny(source, tmp_path, "run", epochs=1)
+    first = replace(first, out_dir=tmp_path / "run")
+    train.fit(first, command="python -m alexnet_nb.train --epochs 1")
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs_done"] == 1 and summary["command"] == "python -m alexnet_nb.train --epochs 1"
+    assert summary["classes"] == 2 and summary["seed"] == first.seed
+
+    # Resumed as a user would after a disconnect: more epochs, but forgetting the other flags.
+    later = train.Config(out_dir=str(tmp_path / "run"), resume=True, epochs=2, progress=False)
+    history = train.fit(later)
+    assert len(history) == 2
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["lr"] == first.lr and saved["batch_size"] == first.batch_size
+    assert saved["max_train_images"] == first.max_train_images
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["epochs_done"] == 2
+    assert summary["final"]["val_top1"] == round(float(history["val_top1"].iloc[-1]), 2)
