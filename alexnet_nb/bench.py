@@ -76,6 +76,8 @@ def add_train_arguments(p):
                    help="our pipeline's precision (the baseline is always fp32)")
     p.add_argument("--compile", action="store_true", help="torch.compile our network")
     p.add_argument("--workers", type=int, default=2, help="the baseline's DataLoader workers (the blog: 2)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="also profile this many of our training steps (torch.profiler) and print the top ops")
 
 
 def peak_flops(device, precision):
@@ -124,6 +126,30 @@ def _blog_loader(folder, batch, workers):
 def _endless(loader):
     while True:
         yield from loader
+
+
+def _profile(step, steps, device, rows=25):
+    """torch.profiler's table of the ops that cost most over ``steps`` calls of ``step()``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
+T4_FP16 = PEAK_FLOPS["T4"]["fp16"]
+EPOCH_IMAGES = 90_000  # training images per epoch once the 10,000-image holdout is carved out
+
+
+def t4_projection_minutes(flops_per_image, fraction_of_peak, epochs=30):
+    """30 epochs on a T4, *projected*: this FLOP count at ``fraction_of_peak`` of the T4's published fp16 rate."""
+    return epochs * EPOCH_IMAGES * flops_per_image / (T4_FP16 * fraction_of_peak) / 60
 
 
 def bench_train(args) -> dict:
@@ -180,6 +206,9 @@ def bench_train(args) -> dict:
 
     results["ours_pipeline"] = _timed(our_batch, warmup, args.pipeline_steps, device, batch)
     results["ours_step"] = _timed(our_step, warmup, steps, device, batch)
+    if args.profile:
+        results["profile"] = _profile(our_step, args.profile, device)
+        print(results["profile"])
     del images, labels, split, net, opt, fwd
 
     # The blog's: PIL + torchvision transforms in a 2-worker DataLoader, fp32, NCHW.
@@ -214,6 +243,10 @@ def bench_train(args) -> dict:
           f"training image; ours runs at {results['ours_flops'] / 1e12:.3f} TFLOP/s"
           + (f" = {100 * results['fraction_of_peak']:.1f}% of this device's {precision} peak "
              f"({peak / 1e12:.0f} TFLOP/s)" if peak else " (peak unknown for this device)"))
+    if results["fraction_of_peak"]:
+        results["t4_30_epochs_min_projected"] = t4_projection_minutes(flops, results["fraction_of_peak"])
+        print(f"projection, not a measurement: 30 epochs on a T4 at the same {100 * results['fraction_of_peak']:.1f}% "
+              f"of its fp16 peak would take {results['t4_30_epochs_min_projected']:.0f} minutes")
     return results
 
 
@@ -229,8 +262,27 @@ def main(argv=None):
     p = sub.add_parser("train", help="training throughput: our pipeline vs the blog's")
     add_train_arguments(p)
     p.set_defaults(func=bench_train)
+    for p in sub.choices.values():
+        p.add_argument("--json", metavar="PATH", help="also write the figures, the command and the versions here")
     args = parser.parse_args(argv)
-    return args.func(args)
+    results = args.func(args)
+    if args.json:
+        _write_json(args.json, results, argv)
+    return results
+
+
+def _write_json(path, results, argv):
+    import json
+    import platform
+    import sys
+
+    import torch
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    record = dict(results, command="python -m alexnet_nb.bench " + " ".join(args),
+                  torch=torch.__version__, python=platform.python_version())
+    Path(path).write_text(json.dumps(record, indent=2, default=str))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
