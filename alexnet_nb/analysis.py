@@ -131,14 +131,6 @@ def first_per_class(split, per_class: int):
     return split.subset(keep.sort().values)
 
 
-def topk_accuracy(probs: torch.Tensor, labels: torch.Tensor, topk=(1, 5)) -> list[float]:
-    """Percent of rows whose label is among the k most probable classes (k capped at the class count).
-
-    The same count as training's (``evaluate.accuracy``), so the two cannot disagree.
-    """
-    return evaluate.accuracy(probs, labels, topk)
-
-
 def view_table(net, split, batch_size=256, device=None, crop_size=augment.CROP_SIZE) -> tuple[pd.DataFrame, dict]:
     """Top-1/top-5 of the centre view and of the ten views; also returns ``{"ten": probabilities}``.
 
@@ -147,7 +139,7 @@ def view_table(net, split, batch_size=256, device=None, crop_size=augment.CROP_S
     """
     centre = evaluate.evaluate(net, split, batch_size, device, crop_size)
     probs = {"ten": predict(net, split.images, "ten", batch_size, device, crop_size)}
-    top1, top5 = topk_accuracy(probs["ten"], split.labels)
+    top1, top5 = evaluate.accuracy(probs["ten"], split.labels)  # the count training uses
     rows = {"centre view": dict(top1=centre["top1"], top5=centre["top5"]),
             "ten views (paper)": dict(top1=top1, top5=top5)}
     return pd.DataFrame.from_dict(rows, orient="index"), probs

@@ -57,7 +57,7 @@ def evaluate(net, split, batch_size=256, device=None, crop_size=augment.CROP_SIZ
     for start in range(0, len(index), batch_size):
         idx = index[start:start + batch_size]
         images = split.images[idx].to(device, non_blocking=True)
-        target = split.labels[idx.to(split.labels.device)].to(device, non_blocking=True)
+        target = split.labels[idx].to(device, non_blocking=True)
         x = augment.center_view(images, crop_size, image_size)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -287,11 +287,11 @@ RESUME_MAY_CHANGE = ("epochs", "device", "precision", "compile", "eval_batch_siz
                      "resume", "name", "out_dir", "source")
 
 
-def _resumed_config(config, saved):
+def _resumed_config(config, saved, verbose=True):
     """The saved run's recipe with this call's ``RESUME_MAY_CHANGE`` settings; says what it ignored."""
     differ = [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_MAY_CHANGE
               and getattr(config, f.name) != getattr(saved, f.name)]
-    if differ and config.progress:
+    if differ and verbose:
         print("Resuming with the run's saved settings: " + ", ".join(
             f"{k}={getattr(saved, k)!r} (not {getattr(config, k)!r})" for k in differ))
     keep = {k: getattr(config, k) for k in RESUME_MAY_CHANGE}
@@ -459,7 +459,7 @@ def _fit(config, callback, rank, world, local_rank, command):
     ckpt_path = config.run_dir() / "checkpoint.pt"
     state = _read(ckpt_path) if config.resume and ckpt_path.exists() else None
     if state is not None:
-        config = _resumed_config(config, config_from_dict(state["config"]))
+        config = _resumed_config(config, config_from_dict(state["config"]), config.progress and rank == 0)
     device = _pick_device(config, local_rank)
     _set_determinism(config, device)
     precision, amp_dtype, use_scaler = resolve_precision(config.precision, device)

@@ -108,8 +108,8 @@ def test_ten_views_average_the_softmax_as_worked_out_by_hand():
     torch.testing.assert_close(center, torch.tensor([[0.25, 0.75]]))
     torch.testing.assert_close(ten, torch.tensor([[0.55, 0.45]]))
     labels = torch.tensor([1])
-    assert analysis.topk_accuracy(center, labels, (1,)) == [100.0]
-    assert analysis.topk_accuracy(ten, labels, (1,)) == [0.0]
+    assert evaluate.accuracy(center, labels, (1,)) == [100.0]
+    assert evaluate.accuracy(ten, labels, (1,)) == [0.0]
 
 
 def tiny_net(num_classes=10):
@@ -134,24 +134,24 @@ def test_centre_view_agrees_with_evaluate_and_batching_does_not_matter():
     torch.testing.assert_close(analysis.predict(net, split.images, "center", batch_size=7), probs)
     torch.testing.assert_close(probs.sum(dim=1), torch.ones(len(split)))
     reference = evaluate.evaluate(net, split, batch_size=16, device="cpu")
-    top1, top5 = analysis.topk_accuracy(probs, split.labels)
+    top1, top5 = evaluate.accuracy(probs, split.labels)
     assert top1 == pytest.approx(reference["top1"]) and top5 == pytest.approx(reference["top5"])
     table, both = analysis.view_table(net, split, batch_size=16)
     assert table.loc["centre view"].tolist() == pytest.approx([top1, top5])
     ten = analysis.predict(net, split.images, "ten", batch_size=5)
     torch.testing.assert_close(both["ten"], ten)
-    assert table.loc["ten views (paper)"].tolist() == pytest.approx(analysis.topk_accuracy(ten, split.labels))
+    assert table.loc["ten views (paper)"].tolist() == pytest.approx(evaluate.accuracy(ten, split.labels))
     with pytest.raises(ValueError):
         analysis.predict(net, split.images, "twelve")
 
 
-def test_topk_accuracy_by_hand():
+def test_accuracy_by_hand():
     probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.3, 0.5], [0.0, 0.1, 0.9]])
     labels = torch.tensor([1, 2, 0, 0])
     # top-1 hits: row 0 only. top-2 hits: rows 0, 1 (0.3 second) and 2 (0.3 < 0.5, 0.2 third: no).
-    assert analysis.topk_accuracy(probs, labels, (1, 2)) == [25.0, 50.0]
+    assert evaluate.accuracy(probs, labels, (1, 2)) == [25.0, 50.0]
     # With three classes top-5 is capped at 3 and counts everything.
-    assert analysis.topk_accuracy(probs, labels, (5,)) == [100.0]
+    assert evaluate.accuracy(probs, labels, (5,)) == [100.0]
 
 
 # ---------------------------------------------------------------- per-class numbers
