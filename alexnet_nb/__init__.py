@@ -1,12 +1,16 @@
 """AlexNet (Krizhevsky, Sutskever and Hinton, 2012) on Tiny ImageNet.
 
-Modules, each with one job: ``env`` (where things live, quick mode),
-``download`` (fetching the official archive), ``data`` (decoding, caching,
-holdout), ``synthetic`` (a small generated dataset in the official layout),
-``model`` (the network), ``augment`` (batched on-device augmentation),
-``train`` (the training loop and its CLI), ``evaluate`` (accuracy),
-``analysis`` and ``plots`` (what the results notebook draws), ``bench``
-(throughput benchmarks). Import them explicitly: ``from alexnet_nb import data``.
+Modules, each with one job (README lists them by task): data -- ``env``,
+``download``, ``sources``, ``readers``, ``cache``, ``data``, ``synthetic``;
+the network -- ``model``, ``lrn``; augmentation and scoring -- ``augment``,
+``evaluate``; training -- ``config`` (settings, recipes), ``cli``,
+``schedules``, ``step``, ``train``, ``stopping``, ``checkpoint``,
+``run_folder``, ``summary``, ``files``; speed -- ``bench``, ``speed``,
+``bench_record``, ``baseline``; the GPU plan -- ``plan``, ``runner``,
+``experiments``, ``warm``, ``dataset_parts``, ``report``; the chapters --
+``analysis``, ``confusion``, ``neighbours``, ``explore``, ``relu_tanh``,
+``plots``, ``pictures``, ``diagram``, ``runtime``.
+Import them explicitly: ``from alexnet_nb import data``.
 """
 
 __version__ = "0.1.0"

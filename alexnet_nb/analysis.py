@@ -1,22 +1,31 @@
-"""What the results notebook computes: histories, test-time views, per-class numbers.
+"""What the results notebook computes: which run, which numbers, the test-time views.
 
-Everything here returns plain tensors, arrays or pandas tables; ``plots`` draws
-them. The reference numbers live in one place (``REFERENCES``) so that the
-notebook's lines, tables and prose cannot drift apart.
+Everything here returns plain tensors, arrays, dicts or pandas tables;
+``plots`` draws them. The reference numbers live in one place
+(``REFERENCES``) so that the notebook's lines, tables and prose cannot drift
+apart, and so does the rule for which epoch a run reports (``reported``).
+Per-class numbers and confusions are in ``confusion``, nearest neighbours in
+``neighbours``.
 """
 
 import importlib.metadata
 import io
 import json
+import math
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from alexnet_nb import augment, env, evaluate
+from alexnet_nb import augment, checkpoint, env, evaluate, run_folder
+from alexnet_nb.sources import DRIVE_MOUNT
+
+PAPER_TITLE = ("Krizhevsky, Sutskever, Hinton, \"ImageNet Classification with Deep Convolutional Neural "
+               "Networks\", NeurIPS 2012")
+PAPER_URL = "https://proceedings.neurips.cc/paper/2012/hash/c399862d3b9d6b76c8436e924a68c45b-Abstract.html"
+BLOG_CODE_URL = "https://github.com/aandyw/StuffFromScratch/tree/main/AlexNet"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,27 @@ BLOG = Reference("blog", 31.75, 58.76, "Tiny ImageNet val, 200 classes, 64x64, ~
 TARGET = Reference("our target", 50.0, 75.0, "Tiny ImageNet val, 200 classes, 64x64")
 PAPER = Reference("paper", 62.5, 83.0, "ILSVRC-2010 test, 1,000 classes, full resolution (a different task)")
 REFERENCES = (BLOG, TARGET, PAPER)
+ALL_CLASSES = 200
+
+
+def references_for(classes) -> tuple:
+    """The references a run may be drawn against: the blog and our target for a 200-class run, else none.
+
+    On a class subset the task is easier (on 10 classes guessing scores 50%
+    top-5), so a line at the blog's 58.76% would invite a false comparison.
+    """
+    return (BLOG, TARGET) if classes == ALL_CLASSES else ()
+
+
+def chance(classes: int) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy (percent) of guessing uniformly among ``classes`` classes."""
+    return 100.0 / classes, 100.0 * min(5, classes) / classes
+
+
+def standard_error(percent: float, n: int) -> float:
+    """One standard error (percentage points) of an accuracy measured on ``n`` images: sqrt(p(1-p)/n)."""
+    p = percent / 100
+    return 100.0 * math.sqrt(p * (1 - p) / max(n, 1))
 
 
 # ---------------------------------------------------------------- run histories
@@ -72,25 +102,156 @@ def load_summary(run: str, results_dir=None) -> dict:
     return json.loads(_read_result(run, "summary.json", results_dir))
 
 
-# Runs kept on Google Drive survive a Colab disconnect; the training chapter should write them here.
-DRIVE_RUNS = Path("/content/drive/MyDrive/alexnet-nb/runs")
+# Runs kept on Google Drive survive a Colab disconnect; the training chapter writes them here when asked.
+DRIVE_RUNS = DRIVE_MOUNT / "MyDrive" / "alexnet-nb" / "runs"
+
+
+def mount_drive() -> Path:
+    """Mount Google Drive (Colab only; asks for permission once per runtime) and return ``DRIVE_RUNS``."""
+    if not env.in_colab():
+        raise RuntimeError("Google Drive can be mounted only in Colab; on this machine runs live in the runs "
+                           "folder (ALEXNET_NB_RUNS, default runs/), so leave USE_DRIVE off.")
+    if not (DRIVE_MOUNT / "MyDrive").is_dir():
+        from google.colab import drive
+
+        drive.mount(str(DRIVE_MOUNT))
+    return DRIVE_RUNS
+
+
+def run_folders() -> list[Path]:
+    """Where a run is looked for by name: the runs folder, the clone's ``runs/``, and Drive when it is mounted."""
+    return [env.runs_dir(), repo_results().parent / "runs", DRIVE_RUNS]
 
 
 def find_checkpoint(run: str) -> Path | None:
-    """``checkpoint.pt`` of ``run`` in ``env.runs_dir()``, the clone's ``runs/`` or Google Drive; None if nowhere."""
-    for folder in (env.runs_dir(), repo_results().parent / "runs", DRIVE_RUNS):
-        path = folder / run / "checkpoint.pt"
+    """``checkpoint.pt`` of ``run`` in one of ``run_folders()``; None if nowhere."""
+    for folder in run_folders():
+        path = folder / run / checkpoint.NAME
         if path.is_file():
             return path
     return None
 
 
+@dataclass
+class Run:
+    """A trained run as the results chapter reads it."""
+
+    name: str
+    history: pd.DataFrame
+    summary: dict
+    checkpoint: Path | None  # None: only the history is at hand (a committed run without its weights)
+    where: str  # "run folder", "checkpoint file", "results/ of this clone" or "GitHub": no local path
+
+    @property
+    def classes(self) -> int:
+        """How many classes the run was trained on (its summary's, else its config's, else all 200)."""
+        config = self.summary.get("config") or {}
+        return int(self.summary.get("classes") or config.get("classes") or ALL_CLASSES)
+
+
+def _summary_from_state(name, state) -> dict:
+    # A checkpoint copied without its folder still says what it was.
+    return {"run": name, "classes": state.get("num_classes"), "epochs_done": state["epoch"],
+            "config": state["config"], "note": "no summary.json beside the checkpoint: read from the checkpoint"}
+
+
+def _from_folder(folder: Path, ckpt: Path | None, where: str) -> Run:
+    state = None
+    if (folder / "history.csv").is_file():
+        history = pd.read_csv(folder / "history.csv")
+    else:
+        state = checkpoint.read(ckpt)
+        history = checkpoint.history_frame(state)
+    if (folder / "summary.json").is_file():
+        summary = json.loads((folder / "summary.json").read_text())
+    else:
+        summary = _summary_from_state(folder.name, state or checkpoint.read(ckpt))
+    return Run(folder.name, history, summary, ckpt, where)
+
+
+def open_run(run, results_dir=None) -> Run:
+    """The run ``run`` names: a run name, a run folder, or a checkpoint file (local or on a mounted Drive).
+
+    * a path to a checkpoint (``.../checkpoint.pt`` or any ``.pt``): its weights,
+      with ``history.csv``/``summary.json`` from beside it when it is a run
+      folder's ``checkpoint.pt``, else the history and config stored inside it;
+    * a path to a run folder (holding ``history.csv`` or ``checkpoint.pt``);
+    * a name: ``<folder>/<name>`` for each of ``run_folders()`` (the runs
+      folder, the clone's ``runs/``, Drive's ``alexnet-nb/runs``), else the
+      committed ``results/<name>`` of this clone, else the same on GitHub;
+      a committed run has no checkpoint unless a runs folder holds one.
+
+    A path under ``/content/drive`` mounts Google Drive first (Colab).
+    """
+    text = str(run).strip()
+    path = Path(text).expanduser()
+    if text.startswith(str(DRIVE_MOUNT)) and env.in_colab():
+        mount_drive()
+    if path.suffix == ".pt" or path.is_file():
+        if path.name == checkpoint.NAME and (path.parent / "history.csv").is_file():
+            return _from_folder(path.parent, path, "checkpoint file")
+        state = checkpoint.read(path)  # raises CheckpointError naming the file when it is missing or damaged
+        return Run(path.parent.name, checkpoint.history_frame(state), _summary_from_state(path.parent.name, state),
+                   path, "checkpoint file")
+    if path.is_dir() and run_folder.holds_run(path):
+        ckpt = path / checkpoint.NAME
+        return _from_folder(path, ckpt if ckpt.is_file() else None, "run folder")
+    if "/" in text or path.is_absolute():
+        raise FileNotFoundError(f"{text} is neither a run folder (holding history.csv or {checkpoint.NAME}) "
+                                f"nor a checkpoint file.")
+    for folder in run_folders():
+        if run_folder.holds_run(folder / text):
+            ckpt = folder / text / checkpoint.NAME
+            return _from_folder(folder / text, ckpt if ckpt.is_file() else None, "run folder")
+    local = (Path(results_dir) if results_dir is not None else repo_results()) / text
+    try:
+        history, summary = load_history(text, results_dir), load_summary(text, results_dir)
+    except OSError as e:
+        looked = ", ".join(str(f) for f in run_folders())
+        raise FileNotFoundError(f"no run named {text!r}: not in {looked}, not in the committed results/ and not "
+                                f"on GitHub ({e}). Give a run name, a run folder or a checkpoint path; a run on "
+                                f"Google Drive is found by name once Drive is mounted (USE_DRIVE).") from None
+    return Run(text, history, summary, find_checkpoint(text),
+               "results/ of this clone" if (local / "history.csv").is_file() else "GitHub")
+
+
+def quick_run(name="quick-results") -> str:
+    """Quick mode's stand-in for a trained run: seconds of training on the generated data, once per runs folder."""
+    if find_checkpoint(name) is None:
+        from alexnet_nb import config, train
+
+        train.fit(config.recipe("paper", quick=True, name=name, progress=False))
+    return name
+
+
+def reported(history: pd.DataFrame) -> dict:
+    """What this suite reports for a run: the validation top-1/top-5 (centre crop) of its FINAL epoch.
+
+    Not the best epoch: the recipe, its number of epochs included, is fixed
+    before the run starts, and picking the epoch with the best validation score
+    would tune on the validation set. The holdout only compares recipes
+    (``summary.json``'s ``best_by_holdout``).
+    """
+    last = history.iloc[-1]
+    return {"epoch": int(last["epoch"]), "top1": float(last["val_top1"]), "top5": float(last["val_top5"])}
+
+
+def describe_reported(history: pd.DataFrame, classes: int, images: int | None = None) -> str:
+    """The reported scores in one line, next to guessing and, given the number of images scored, the noise."""
+    ours, (guess1, guess5) = reported(history), chance(classes)
+    line = (f"reported, final epoch {ours['epoch']}: validation top-1 {ours['top1']:.1f}% (guessing: {guess1:.1f}%), "
+            f"top-5 {ours['top5']:.1f}% (guessing: {guess5:.1f}%), {classes} classes")
+    if images:
+        noise = standard_error(ours["top1"], images)
+        line += f"; one standard error of the top-1 on {images:,} images: {noise:.1f} points"
+    return line
+
+
 def final_table(history: pd.DataFrame, run: str = "this run",
                 task: str = "Tiny ImageNet val (see the run's summary)") -> pd.DataFrame:
-    """Last epoch's validation accuracy (centre view) next to the blog's, our target and the paper's."""
-    last = history.iloc[-1]
-    rows = [dict(result=run, top1=float(last["val_top1"]), top5=float(last["val_top5"]),
-                 epochs=int(last["epoch"]), task=task)]
+    """The reported (final-epoch) validation accuracy, centre view, next to the blog's, our target and the paper's."""
+    ours = reported(history)
+    rows = [dict(result=run, top1=ours["top1"], top5=ours["top5"], epochs=ours["epoch"], task=task)]
     rows += [dict(result=r.name, top1=r.top1, top5=r.top5, epochs=None, task=r.task) for r in REFERENCES]
     table = pd.DataFrame(rows).set_index("result")
     table["epochs"] = table["epochs"].astype("Int64")  # whole numbers, blank for the references
@@ -145,63 +306,18 @@ def view_table(net, split, batch_size=256, device=None, crop_size=augment.CROP_S
     return pd.DataFrame.from_dict(rows, orient="index"), probs
 
 
-# ---------------------------------------------------------------- per-class numbers
+def prediction_spread(predictions, num_classes: int) -> dict:
+    """How the top-1 predictions spread over the classes.
 
-def per_class_accuracy(predictions, labels, names) -> pd.DataFrame:
-    """Top-1 accuracy of each class, sorted best first (ties by class index)."""
-    predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
-    total = torch.bincount(labels, minlength=len(names))
-    correct = torch.bincount(labels[predictions == labels], minlength=len(names))
-    table = pd.DataFrame(dict(name=list(names), correct=correct.numpy(), total=total.numpy()))
-    table["accuracy"] = 100.0 * table["correct"] / table["total"].clip(lower=1)
-    table.index.name = "label"
-    return table.sort_values("accuracy", ascending=False, kind="stable")
-
-
-def confusion_matrix(predictions, labels, num_classes: int) -> torch.Tensor:
-    """counts[true, predicted], built with one bincount rather than a Python loop."""
-    predictions, labels = torch.as_tensor(predictions), torch.as_tensor(labels)
-    flat = labels * num_classes + predictions
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
-def confused_pairs(predictions, labels, names, k=10) -> pd.DataFrame:
-    """The k most frequent mistakes as (true class, predicted class) with counts, names and share of the true class."""
-    counts = confusion_matrix(predictions, labels, len(names))
-    totals = counts.sum(dim=1)
-    counts.fill_diagonal_(0)
-    # A stable sort, so that ties come out in class order and the table is reproducible.
-    values, flat = counts.flatten().sort(descending=True, stable=True)
-    rows = []
-    for count, index in zip(values[:k].tolist(), flat[:k].tolist()):
-        if count == 0:
-            break
-        true, pred = divmod(index, len(names))
-        rows.append(dict(true=names[true], predicted=names[pred], count=count,
-                         share=100.0 * count / int(totals[true]), true_label=true, predicted_label=pred))
-    return pd.DataFrame(rows, columns=["true", "predicted", "count", "share", "true_label", "predicted_label"])
-
-
-# ---------------------------------------------------------------- first-layer kernels
-
-def kernel_grid(weight: torch.Tensor, rows=8, cols=12, pad=1) -> np.ndarray:
-    """First-layer kernels [K,3,h,w] tiled into one RGB image [rows*(h+pad)-pad, ..., 3] in [0, 1].
-
-    Each kernel is stretched to [0, 1] on its own, as in the paper's figure 3:
-    a shared scale would leave the weak kernels a flat grey.
+    ``most_predicted`` (label) takes ``share`` percent of the predictions;
+    ``fair_share`` is what each class would take if the network predicted
+    every class as often as the balanced validation set holds it;
+    ``classes_predicted`` counts the classes predicted at least once.
     """
-    w = weight.detach().float().cpu()
-    if w.shape[0] > rows * cols:
-        raise ValueError(f"{w.shape[0]} kernels do not fit a {rows}x{cols} grid")
-    low = w.amin(dim=(1, 2, 3), keepdim=True)
-    high = w.amax(dim=(1, 2, 3), keepdim=True)
-    w = (w - low) / (high - low).clamp(min=1e-12)
-    h, wd = w.shape[2:]
-    grid = np.ones((rows * (h + pad) - pad, cols * (wd + pad) - pad, 3), dtype=np.float32)
-    for i, kernel in enumerate(w):
-        r, c = divmod(i, cols)
-        grid[r * (h + pad):r * (h + pad) + h, c * (wd + pad):c * (wd + pad) + wd] = kernel.permute(1, 2, 0).numpy()
-    return grid
+    counts = torch.bincount(torch.as_tensor(predictions).cpu(), minlength=num_classes)
+    top = int(counts.argmax())
+    return {"most_predicted": top, "share": 100.0 * int(counts[top]) / max(int(counts.sum()), 1),
+            "fair_share": 100.0 / num_classes, "classes_predicted": int((counts > 0).sum())}
 
 
 def pick_examples(probs: torch.Tensor, labels: torch.Tensor, right=4, wrong=4, seed=0) -> list[int]:

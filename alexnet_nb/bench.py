@@ -1,16 +1,32 @@
-"""Throughput benchmarks: ``python -m alexnet_nb.bench data|train``.
+"""Benchmarks: ``python -m alexnet_nb.bench data|train``.
 
 ``data``: how long decoding a split takes (every JPEG, batched), writing the
 decoded cache, and reloading it (what every later session pays).
-``train``: see :func:`bench_train`.
+
+``train``: training images/s, our step (``step.TrainStep``, what training
+runs) against the blog's (:mod:`alexnet_nb.baseline`), on the same machine in
+the same run; the measuring is :mod:`alexnet_nb.speed`::
+
+    python -m alexnet_nb.bench train                      # ours, the blog's, both input pipelines
+    python -m alexnet_nb.bench train --matrix --json F    # eager/compiled x LRN x batch sizes, within --budget
+
+``--json`` is rewritten after every measurement, so a run cut off keeps what
+it measured; ``speed.images_per_s(record, batch=128, compiled=True,
+lrn_impl="slices")`` reads a figure back.
 """
 
 import argparse
+import json
 import os
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from alexnet_nb import baseline, files, speed
+from alexnet_nb.bench_record import PEAK_FLOPS, peak_flops, t4_projection_minutes  # noqa: F401 (importable here)
 
 
 def bench_data(args) -> dict:
@@ -48,209 +64,49 @@ def bench_data(args) -> dict:
     return results
 
 
-# Dense tensor-core peaks (FLOP/s) from the vendors' data sheets, by a fragment of the
-# device name; fp32 rows are plain fp32 (no TF32). Used only to say how close we get.
-PEAK_FLOPS = {
-    "H100 PCIe": {"bf16": 756e12, "fp16": 756e12, "fp32": 51e12},
-    "H100": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},  # SXM
-    "H200": {"bf16": 989e12, "fp16": 989e12, "fp32": 67e12},
-    "A100": {"bf16": 312e12, "fp16": 312e12, "fp32": 19.5e12},
-    "L4": {"bf16": 121e12, "fp16": 121e12, "fp32": 30.3e12},
-    "A10G": {"bf16": 70e12, "fp16": 70e12, "fp32": 31.2e12},
-    "V100": {"fp16": 125e12, "fp32": 15.7e12},
-    "T4": {"fp16": 65e12, "fp32": 8.1e12},
-}
-
-
 def add_train_arguments(p):
-    p.add_argument("--source", help="extracted tiny-imagenet-200 folder (the baseline reads its JPEGs; "
+    p.add_argument("--matrix", action="store_true",
+                   help="eager and compiled, LRN slices and torch, every batch size, the blog's step and both "
+                   "input pipelines, most important first, within --budget")
+    p.add_argument("--budget", type=float, metavar="SECONDS",
+                   help=f"skip what would not fit in this many seconds from the start (matrix default "
+                   f"{speed.DEFAULT_BUDGET_S}: the whole command under 3 minutes on an H100)")
+    p.add_argument("--source", help="extracted tiny-imagenet-200 folder (the blog's pipeline reads its JPEGs; "
                    "default: data.dataset_source())")
+    p.add_argument("--cache-dir", help="where the decoded split is cached (default: the data folder's cache/)")
     p.add_argument("--device", help="default: the GPU if there is one, else the CPU")
-    p.add_argument("--batch-size", type=int, help="default 128 on a GPU, 32 on a CPU")
-    p.add_argument("--steps", type=int, help="timed steps per measurement (default 50 on a GPU, 3 on a CPU)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (default 10 on a GPU, 1 on a CPU)")
-    p.add_argument("--pipeline-steps", type=int, default=50,
-                   help="timed batches when measuring the input pipelines alone (many more than the "
-                   "DataLoader prefetches, so its queue cannot flatter it)")
+    p.add_argument("--batch-sizes", "--batch-size", dest="batch_sizes", type=int, nargs="+", metavar="N",
+                   help="matrix default 128 256 512 on a GPU, 8 16 32 on a CPU; a single run takes one "
+                   "(default 128 on a GPU, 8 on a CPU)")
+    p.add_argument("--steps", type=int, help="timed steps per repeat (default 50 on a GPU, 2 on a CPU)")
+    p.add_argument("--warmup", type=int, help="untimed steps first (default 10 on a GPU, 1 on a CPU; a compiled "
+                   "entry at least 1)")
+    p.add_argument("--repeats", type=int, help="timed repeats per entry; the figure is their median (default 3)")
+    p.add_argument("--pipeline-steps", type=int,
+                   help="timed batches per repeat for the input pipelines alone (default 50 on a GPU, 10 on a "
+                   "CPU: many more than the DataLoader prefetches, so its queue cannot flatter it)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
-                   help="our pipeline's precision (the baseline is always fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile our network")
-    p.add_argument("--workers", type=int, default=2, help="the baseline's DataLoader workers (the blog: 2)")
+                   help="our pipeline's precision (the blog's is always fp32)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile our step (single run), or measure the compiled entries (matrix); "
+                   "default: on a GPU yes, on a CPU no (compiling is slow there)")
+    p.add_argument("--lrn-impl", default="slices", choices=["slices", "torch"],
+                   help="single run: our network's LRN (the matrix measures both)")
+    p.add_argument("--workers", type=int, default=baseline.WORKERS, help="the blog's DataLoader workers (the blog: 2)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="also profile this many of our training steps (torch.profiler) and print the top ops")
+                   help="single run: also profile this many of our training steps (torch.profiler), print the top ops")
 
 
-def peak_flops(device, precision):
-    """The device's dense peak for ``precision`` from ``PEAK_FLOPS``, or None when unknown."""
-    import torch
-
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, peaks in PEAK_FLOPS.items():  # the more specific names come first
-        if key in name:
-            return peaks.get(precision)
-    return None
-
-
-def _timed(step, warmup, steps, device, images_per_step):
-    """Images per second of ``step()`` over ``steps`` calls, after ``warmup`` untimed ones."""
-    import torch
-
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return steps * images_per_step / (time.perf_counter() - t0)
-
-
-def _blog_loader(folder, batch, workers):
-    """The blog's input pipeline: PIL decode every epoch, Resize(227), flip, ToTensor, Normalize."""
-    import torch
-    from torchvision import datasets, transforms
-
-    from alexnet_nb import augment
-
-    tf = transforms.Compose([transforms.Resize(augment.IMAGE_SIZE), transforms.RandomHorizontalFlip(),
-                             transforms.ToTensor(), transforms.Normalize(augment.MEAN, augment.STD)])
-    ds = datasets.ImageFolder(str(Path(folder) / "train"), transform=tf)
-    return torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
-
-
-def _endless(loader):
-    while True:
-        yield from loader
-
-
-def _profile(step, steps, device, rows=25):
-    """torch.profiler's table of the ops that cost most over ``steps`` calls of ``step()``."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in range(steps):
-            step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
-
-
-T4_FP16 = PEAK_FLOPS["T4"]["fp16"]
-EPOCH_IMAGES = 90_000  # training images per epoch once the 10,000-image holdout is carved out
-
-
-def t4_projection_minutes(flops_per_image, fraction_of_peak, epochs=30):
-    """30 epochs on a T4, *projected*: this FLOP count at ``fraction_of_peak`` of the T4's published fp16 rate."""
-    return epochs * EPOCH_IMAGES * flops_per_image / (T4_FP16 * fraction_of_peak) / 60
-
-
-def bench_train(args) -> dict:
-    """Steady-state training images/s: our on-device pipeline vs the blog's, same machine, same run.
-
-    For each: the input pipeline alone, then whole training steps (input,
-    forward, backward, SGD). Ours also as model FLOP/s and, on a GPU with a
-    known peak, as a fraction of it. Prints both, their ratio; returns a dict.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from alexnet_nb import augment, data, env, evaluate, model, train
-
-    device = torch.device(args.device) if args.device else env.default_device()
-    gpu = device.type == "cuda"
-    # "is None", not "or": an explicit --warmup 0 must mean no warm-up, not the default.
-    batch = args.batch_size if args.batch_size is not None else (128 if gpu else 32)
-    steps = args.steps if args.steps is not None else (50 if gpu else 3)
-    warmup = args.warmup if args.warmup is not None else (10 if gpu else 1)
-    source = Path(args.source) if args.source else data.dataset_source()
-    if not (source / "train").is_dir():
-        raise SystemExit(f"the baseline reads JPEGs from an extracted folder; {source} is not one (unzip it)")
-    name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; batch {batch}; {steps} timed training steps "
-          f"({args.pipeline_steps} batches for the pipelines alone) after {warmup} warm-up")
-    torch.backends.cudnn.benchmark = gpu
-    results = {}
-
-    # Ours: the decoded split on the device as uint8, batched augmentation, mixed precision, NHWC.
-    split = data.load_split(source, "train", progress=False)
-    images, labels = split.images.to(device), split.labels.to(device)
-    precision, amp_dtype, use_scaler = train.resolve_precision(args.precision, device)
-    gen = torch.Generator(device).manual_seed(0)
-
-    def our_batch():
-        idx = torch.randint(0, len(labels), (batch,), generator=gen, device=device)
-        x = augment.train_batch(images[idx], gen).contiguous(memory_format=torch.channels_last)
-        return x, labels[idx]
-
-    net = model.AlexNet(len(split.classes)).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    fwd = torch.compile(net) if args.compile else net
-
-    def our_step():
-        x, y = our_batch()
-        with evaluate.autocast(device, amp_dtype):
-            loss = F.cross_entropy(fwd(x).float(), y)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-
-    results["ours_pipeline"] = _timed(our_batch, warmup, args.pipeline_steps, device, batch)
-    results["ours_step"] = _timed(our_step, warmup, steps, device, batch)
-    if args.profile:
-        results["profile"] = _profile(our_step, args.profile, device)
-        print(results["profile"])
-    del images, labels, split, net, opt, fwd
-
-    # The blog's: PIL + torchvision transforms in a 2-worker DataLoader, fp32, NCHW.
-    loader = _endless(_blog_loader(source, batch, args.workers))
-    results["blog_pipeline"] = _timed(lambda: next(loader), warmup, args.pipeline_steps, device, batch)
-    blog_net = model.AlexNet(200).to(device)
-    blog_opt = torch.optim.SGD(blog_net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-
-    def blog_step():
-        x, y = next(loader)
-        loss = F.cross_entropy(blog_net(x.to(device)), y.to(device))
-        blog_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        blog_opt.step()
-
-    results["blog_step"] = _timed(blog_step, warmup, steps, device, batch)
-    del loader
-
-    macs = int(model.layer_summary(model.AlexNet(200)).iloc[-1]["mult_adds"])
-    flops = 3 * 2 * macs  # multiply-add = 2 FLOPs; backward costs about twice the forward
-    results.update(flops_per_image=flops, ours_flops=results["ours_step"] * flops, device=name,
-                   precision=precision, batch=batch)
-    peak = peak_flops(device, precision)
-    results["fraction_of_peak"] = results["ours_flops"] / peak if peak else None
-    print(f"input pipeline only   ours {results['ours_pipeline']:>9,.0f} img/s   "
-          f"blog {results['blog_pipeline']:>9,.0f} img/s   ratio {results['ours_pipeline'] / results['blog_pipeline']:.1f}x")
-    print(f"whole training step   ours {results['ours_step']:>9,.0f} img/s   "
-          f"blog {results['blog_step']:>9,.0f} img/s   ratio {results['ours_step'] / results['blog_step']:.2f}x")
-    print(f"ours: {precision}, channels_last{', compiled' if args.compile else ''}; blog: fp32, "
-          f"DataLoader with {args.workers} workers")
-    print(f"model: {macs / 1e9:.2f} G multiply-adds per 227x227 image forward, {flops / 1e9:.2f} GFLOP per "
-          f"training image; ours runs at {results['ours_flops'] / 1e12:.3f} TFLOP/s"
-          + (f" = {100 * results['fraction_of_peak']:.1f}% of this device's {precision} peak "
-             f"({peak / 1e12:.0f} TFLOP/s)" if peak else " (peak unknown for this device)"))
-    if results["fraction_of_peak"]:
-        results["t4_30_epochs_min_projected"] = t4_projection_minutes(flops, results["fraction_of_peak"])
-        print(f"projection, not a measurement: 30 epochs on a T4 at the same {100 * results['fraction_of_peak']:.1f}% "
-              f"of its fp16 peak would take {results['t4_30_epochs_min_projected']:.0f} minutes")
-    return results
+def bench_train(args, argv) -> dict:
+    """Training images/s of our step against the blog's, same machine, same run: see :mod:`alexnet_nb.speed`."""
+    if not args.matrix and args.batch_sizes is not None and len(args.batch_sizes) > 1:
+        raise SystemExit("a single run takes one --batch-size; --matrix measures several")
+    return speed.run(args, argv)
 
 
 def main(argv=None):
+    """Run a benchmark; returns its results (``train``: the record, see :mod:`alexnet_nb.speed`)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     parser = argparse.ArgumentParser(prog="python -m alexnet_nb.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,31 +114,29 @@ def main(argv=None):
     p.add_argument("--source", help="tiny-imagenet-200 folder or zip (default: data.dataset_source())")
     p.add_argument("--splits", nargs="+", default=["train", "val"], choices=["train", "val"])
     p.add_argument("--cache-dir", help="where the temporary benchmark cache goes (default: system temp)")
-    p.set_defaults(func=bench_data)
-    p = sub.add_parser("train", help="training throughput: our pipeline vs the blog's")
+    p.set_defaults(func=lambda args: _with_json(bench_data(args), args.json, argv))
+    p = sub.add_parser("train", help="training throughput: our step vs the blog's (--matrix: many settings)")
     add_train_arguments(p)
-    p.set_defaults(func=bench_train)
+    p.set_defaults(func=lambda args: bench_train(args, argv))
     for p in sub.choices.values():
         p.add_argument("--json", metavar="PATH", help="also write the figures, the command and the versions here")
     args = parser.parse_args(argv)
-    results = args.func(args)
-    if args.json:
-        _write_json(args.json, results, argv)
-    return results
+    return args.func(args)
 
 
-def _write_json(path, results, argv):
-    import json
+def _with_json(results, path, argv):
     import platform
-    import sys
 
     import torch
 
-    args = sys.argv[1:] if argv is None else list(argv)
-    record = dict(results, command="python -m alexnet_nb.bench " + " ".join(args),
-                  torch=torch.__version__, python=platform.python_version())
-    Path(path).write_text(json.dumps(record, indent=2, default=str))
-    print(f"wrote {path}")
+    if path:
+        record = dict(results, command="python -m alexnet_nb.bench " + shlex.join(argv),
+                      torch=torch.__version__, python=platform.python_version(),
+                      machine=f"{platform.machine()}, {os.cpu_count()} CPUs")
+        text = json.dumps(record, indent=2, default=str)
+        files.atomic_write(path, lambda tmp: tmp.write_text(text))
+        print(f"wrote {path}")
+    return results
 
 
 if __name__ == "__main__":

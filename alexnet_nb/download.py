@@ -15,6 +15,7 @@ works: another URL, a Google Drive file id (via gdown), or a local copy.
 import hashlib
 import http.client
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -30,12 +31,21 @@ ALTERNATIVES = (
     "(2) a Google Drive copy of the zip: download.fetch(dest_dir, drive_id=...) or set "
     "ALEXNET_NB_DRIVE_ID (uses gdown); (3) a copy you already have: put tiny-imagenet-200.zip "
     "or the extracted tiny-imagenet-200 folder in the data folder (ALEXNET_NB_DATA), or pass "
-    "its path to data.load_split."
+    "its path: data.dataset_source(kind='local', location=...)."
 )
+
+
+def one_line(message) -> str:
+    """``message`` with its line breaks made spaces: errors quote library messages
+    (gdown's span several lines) and the training CLI prints ``error: <message>`` as one line."""
+    return re.sub(r"\s*[\r\n]\s*", " ", str(message)).strip()
 
 
 class DownloadError(RuntimeError):
     """The archive could not be fetched; the message says why and what else works."""
+
+    def __init__(self, message):
+        super().__init__(one_line(message))
 
 
 class ChecksumError(DownloadError):

@@ -1,8 +1,21 @@
-"""Where data and runs live, and whether we are in quick mode.
+"""Where data, its cache and runs live, and whether we are in quick mode.
 
 Quick mode is switched on by the test harness (``notebooks/conftest.py`` sets
 ``ALEXNET_NB_QUICK=1``): notebooks then run top to bottom in seconds on a
 small generated dataset, offline, on a CPU. Nobody edits a notebook for it.
+
+Environment variables, all optional:
+
+* ``ALEXNET_NB_DATA``: the data folder (dataset, downloads, decoded cache).
+  Default ``data``; in Colab ``/content/data``, the runtime's fast local disk
+  (a mounted Google Drive is slow and small, and every notebook of the runtime
+  finds there what the first one downloaded).
+* ``ALEXNET_NB_CACHE``: where decoded splits are cached (about 1.3 GB).
+  Default ``<data folder>/cache``.
+* ``ALEXNET_NB_RUNS``: checkpoints and histories. Default ``runs``.
+* ``ALEXNET_NB_URL``, ``ALEXNET_NB_DRIVE_ID``: a mirror or a Google Drive copy of the
+  official zip, for when its URL is down (see ``data.dataset_source``).
+* ``ALEXNET_NB_QUICK``: the small offline run described above.
 """
 
 import os
@@ -10,6 +23,8 @@ import sys
 from pathlib import Path
 
 import torch
+
+COLAB_DATA = Path("/content/data")
 
 
 def quick_mode() -> bool:
@@ -22,8 +37,17 @@ def in_colab() -> bool:
 
 
 def data_dir() -> Path:
-    """Folder for the dataset and its decoded cache (``ALEXNET_NB_DATA``, default ``data``)."""
-    return Path(os.environ.get("ALEXNET_NB_DATA", "data"))
+    """Folder for the dataset, downloads and cache (``ALEXNET_NB_DATA``: ``data``, in Colab ``/content/data``)."""
+    if os.environ.get("ALEXNET_NB_DATA"):
+        return Path(os.environ["ALEXNET_NB_DATA"])
+    return COLAB_DATA if in_colab() else Path("data")
+
+
+def cache_dir() -> Path:
+    """Folder for decoded splits (``ALEXNET_NB_CACHE``, default ``data_dir() / "cache"``)."""
+    if os.environ.get("ALEXNET_NB_CACHE"):
+        return Path(os.environ["ALEXNET_NB_CACHE"])
+    return data_dir() / "cache"
 
 
 def runs_dir() -> Path:

@@ -3,7 +3,10 @@
 Section 3 and figure 2 of the paper, layer by layer, so a reader can hold this
 file next to the PDF. Where popular re-implementations differ (torchvision's
 ``alexnet``: 64-192-384-256-256 kernels, no LRN, adaptive average pooling,
-dropout *before* FC6 and FC7 instead of after them) we follow the paper.
+dropout *before* FC6 and FC7 instead of after them) we follow the paper by
+default; keyword switches of ``AlexNet`` build those variants and the
+paper's own ablations, and ``from_config`` builds one from a settings object.
+The LRN layer lives in ``alexnet_nb.lrn``.
 
 Also here: the layer summary (``layer_summary``, ``side_by_side``) and the
 small tools of the model notebook's initialization experiment
@@ -11,6 +14,7 @@ small tools of the model notebook's initialization experiment
 loop lives in ``alexnet_nb.train``.
 """
 
+import inspect
 from collections import OrderedDict
 
 import pandas as pd
@@ -18,39 +22,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet_nb.lrn import IMPLS as LRN_IMPLS
+from alexnet_nb.lrn import LRN
+
 IMAGE_SIZE = 227  # 224 in the paper's text, but only 227 gives its 55x55 conv1 maps
 FEATURES = 256 * 6 * 6  # conv5 after pooling: what FC6 sees
 
 
-class LRN(nn.Module):
-    """Local response normalization across channels (section 3.3).
+# What each ablation switch of ``AlexNet`` may be; the first entry is the paper's.
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "tanh": nn.Tanh}  # section 3.1, figure 1
+POOLS = (3, 2)  # kernel size, stride 2: 3 overlaps (section 3.4); both give 55 -> 27 -> 13 -> 6
+DROPOUT_POSITIONS = ("after", "before")
+INITS = ("default", "paper", "pytorch")
 
-    b_i = a_i / (k + alpha * sum_{j in window of n around i} a_j^2)^beta
-    with the paper's k=2, n=5, alpha=1e-4, beta=0.75.
 
-    ``torch.nn.LocalResponseNorm`` (like Caffe) divides alpha by n, so the
-    paper's alpha=1e-4 must be passed to it as alpha * n = 5e-4. ``groups=2``
-    normalizes each GPU's half of the channels on its own, as on the paper's
-    two GPUs.
-    """
-
-    def __init__(self, size=5, alpha=1e-4, beta=0.75, k=2.0, groups=1):
-        super().__init__()
-        self.size, self.alpha, self.beta, self.k, self.groups = size, alpha, beta, k, groups
-        self.norm = nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
-
-    def forward(self, x):
-        # At least fp32, even under autocast: sums of squares of activations in
-        # the hundreds overflow fp16 (max 65504), tiny ones underflow it.
-        y = x.to(torch.promote_types(x.dtype, torch.float32))
-        if self.groups == 1:
-            y = self.norm(y)
-        else:
-            y = torch.cat([self.norm(c) for c in y.chunk(self.groups, dim=1)], dim=1)
-        return y.to(x.dtype)
-
-    def extra_repr(self):
-        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, groups={self.groups}"
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
 
 
 class AlexNet(nn.Module):
@@ -58,48 +46,95 @@ class AlexNet(nn.Module):
 
     ``groups=2`` reproduces the two-GPU connectivity: conv2, conv4 and conv5
     see only the kernel maps on their own GPU (conv3 and the FC layers see
-    all). ``init`` is ``"default"`` (Kaiming, trains from scratch) or
-    ``"paper"`` (section 5: N(0, 0.01), some biases 1); see ``init_weights``.
+    all). ``init`` is ``"default"`` (Kaiming, trains from scratch),
+    ``"paper"`` (section 5: N(0, 0.01), some biases 1) or ``"pytorch"``
+    (PyTorch's own layer initialization, as the blog had); see ``init_weights``.
+
+    The keyword-only switches give the paper's ablations and the blog's
+    variants; the defaults are the paper:
+
+    - ``lrn=False`` drops norm1 and norm2 (section 3.3: LRN cut top-1 error
+      by 1.4 points). ``lrn_alpha`` is the paper's alpha; the blog's
+      ``nn.LocalResponseNorm(5, alpha=1e-3)`` is ``lrn_alpha=2e-4``.
+      ``lrn_impl`` picks the LRN code (see ``alexnet_nb.lrn``).
+    - ``pool=2``: 2x2 stride-2 pooling instead of the overlapping 3x3
+      (section 3.4: overlap cut top-1 error by 0.4 points).
+    - ``activation="tanh"``: the saturating unit of section 3.1 / figure 1.
+      The activation modules are named after it: relu1..relu7 or
+      tanh1..tanh7; ``fc7_features`` returns fc7's either way.
+    - ``dropout_position="before"``: dropout on the inputs of fc6 and fc7
+      (torchvision, the blog) instead of on their outputs (section 4.2, Caffe).
+
+    Module names conv1..conv5 and fc6..fc8 never change, so checkpoints and
+    analysis code work with every switch.
     """
 
-    def __init__(self, num_classes=200, groups=1, init="default", dropout=0.5):
+    def __init__(self, num_classes=200, groups=1, init="default", dropout=0.5, *, lrn=True, lrn_alpha=1e-4,
+                 lrn_impl="slices", pool=3, activation="relu", dropout_position="after"):
         super().__init__()
-        g = groups
-        self.features = nn.Sequential(OrderedDict([
-            ("conv1", nn.Conv2d(3, 96, 11, stride=4)),             # 227 -> 55
-            ("relu1", nn.ReLU(inplace=True)),
-            ("norm1", LRN(groups=g)),
-            ("pool1", nn.MaxPool2d(3, stride=2)),                  # overlapping: 55 -> 27
-            ("conv2", nn.Conv2d(96, 256, 5, padding=2, groups=g)),
-            ("relu2", nn.ReLU(inplace=True)),
-            ("norm2", LRN(groups=g)),
-            ("pool2", nn.MaxPool2d(3, stride=2)),                  # 27 -> 13
-            ("conv3", nn.Conv2d(256, 384, 3, padding=1)),          # crosses GPUs
-            ("relu3", nn.ReLU(inplace=True)),
-            ("conv4", nn.Conv2d(384, 384, 3, padding=1, groups=g)),
-            ("relu4", nn.ReLU(inplace=True)),
-            ("conv5", nn.Conv2d(384, 256, 3, padding=1, groups=g)),
-            ("relu5", nn.ReLU(inplace=True)),
-            ("pool5", nn.MaxPool2d(3, stride=2)),                  # 13 -> 6
-        ]))
-        # Dropout acts on the *outputs* of the two hidden FC layers (section
-        # 4.2), i.e. fc6-relu-drop-fc7-relu-drop-fc8, as in Caffe's
-        # bvlc_alexnet; torchvision drops the inputs of fc6 and fc7 instead.
-        self.classifier = nn.Sequential(OrderedDict([
-            ("fc6", nn.Linear(FEATURES, 4096)),
-            ("relu6", nn.ReLU(inplace=True)),
-            ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(4096, 4096)),
-            ("relu7", nn.ReLU(inplace=True)),
-            ("drop7", nn.Dropout(dropout)),
-            ("fc8", nn.Linear(4096, num_classes)),
-        ]))
-        init_weights(self, init)
+        _choice("init", init, INITS)
+        _choice("lrn_impl", lrn_impl, LRN_IMPLS)
+        _choice("pool", pool, POOLS)
+        _choice("activation", activation, ACTIVATIONS)
+        _choice("dropout_position", dropout_position, DROPOUT_POSITIONS)
+        self.activation = activation
+        g, act = groups, ACTIVATIONS[activation]
 
-    def forward(self, x):
+        def block(i, conv, norm=False, pooled=False):
+            layers = [(f"conv{i}", conv), (f"{activation}{i}", act())]
+            if norm and lrn:
+                layers.append((f"norm{i}", LRN(alpha=lrn_alpha, groups=g, impl=lrn_impl)))
+            if pooled:
+                layers.append((f"pool{i}", nn.MaxPool2d(pool, stride=2)))
+            return layers
+
+        self.features = nn.Sequential(OrderedDict(
+            block(1, nn.Conv2d(3, 96, 11, stride=4), norm=True, pooled=True)             # 227 -> 55 -> 27
+            + block(2, nn.Conv2d(96, 256, 5, padding=2, groups=g), norm=True, pooled=True)  # 27 -> 13
+            + block(3, nn.Conv2d(256, 384, 3, padding=1))                                  # crosses GPUs
+            + block(4, nn.Conv2d(384, 384, 3, padding=1, groups=g))
+            + block(5, nn.Conv2d(384, 256, 3, padding=1, groups=g), pooled=True)           # 13 -> 6
+        ))
+
+        def hidden(i, n_in):
+            layers = [(f"fc{i}", nn.Linear(n_in, 4096)), (f"{activation}{i}", act())]
+            drop = (f"drop{i}", nn.Dropout(dropout))
+            return [drop] + layers if dropout_position == "before" else layers + [drop]
+
+        self.classifier = nn.Sequential(OrderedDict(
+            hidden(6, FEATURES) + hidden(7, 4096) + [("fc8", nn.Linear(4096, num_classes))]))
+        if init != "pytorch":  # the layers were just built with PyTorch's initialization
+            init_weights(self, init)
+
+    def _check(self, x):
         if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"AlexNet takes {IMAGE_SIZE}x{IMAGE_SIZE} images, got {tuple(x.shape[-2:])}")
-        return self.classifier(torch.flatten(self.features(x), 1))
+        return x
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.features(self._check(x)), 1))
+
+    def fc7_features(self, x):
+        """The 4096 fc7 features (output of relu7, or tanh7) that section 6.1 compares images by.
+
+        Dropout acts as in ``forward``: call it in eval mode for features.
+        """
+        h = torch.flatten(self.features(self._check(x)), 1)
+        for name, layer in self.classifier.named_children():
+            h = layer(h)
+            if name == f"{self.activation}7":
+                return h
+
+
+def from_config(config, num_classes):
+    """``AlexNet(num_classes, ...)`` with every argument of ``AlexNet`` that ``config`` has as an attribute.
+
+    Training, checkpoint loading and the benchmark build the network through
+    this, so they build the same one; an attribute ``config`` lacks (an
+    older saved config) takes ``AlexNet``'s default, the paper's.
+    """
+    names = [n for n in inspect.signature(AlexNet).parameters if n != "num_classes"]
+    return AlexNet(num_classes, **{n: getattr(config, n) for n in names if hasattr(config, n)})
 
 
 def weight_layers(net):
@@ -112,16 +147,22 @@ def weight_layers(net):
 PAPER_BIAS_ONE = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 
-def init_weights(net, scheme="default"):
+def init_weights(net, scheme="default", nonlinearity=None):
     """Initialize an ``AlexNet`` in place.
 
     ``"paper"``: every weight N(0, 0.01); biases 1 in conv2, conv4, conv5,
     fc6, fc7 (so the ReLUs start with positive inputs), 0 elsewhere.
 
-    ``"default"``: Kaiming-normal (fan_in, ReLU gain) weights, which keep the
-    spread of the signal from layer to layer; zero biases; fc8 N(0, 0.001)
-    so the first predictions are uniform (loss ln(num_classes), a sanity
-    check) while the layers below already carry the image's signal.
+    ``"default"``: Kaiming-normal (fan_in) weights with the gain of the
+    network's activation (``nonlinearity``; None: ``net.activation``, else
+    ReLU), which keep the spread of the signal from layer to layer; zero
+    biases; fc8 N(0, 0.001) so the first predictions are uniform (loss
+    ln(num_classes), a sanity check) while the layers below already carry
+    the image's signal.
+
+    ``"pytorch"``: each layer's own ``reset_parameters`` (Kaiming-uniform
+    with a=sqrt(5), uniform biases), what a network gets when nobody
+    initializes it, as in the blog.
 
     Why not the paper's: its N(0, 0.01) weights shrink the image's signal at
     every layer until the constant biases of 1 drown it (worse with
@@ -129,19 +170,21 @@ def init_weights(net, scheme="default"):
     hardly depend on the image and a short run sits at ln(num_classes)
     either way. The model notebook measures this.
     """
-    if scheme not in ("default", "paper"):
-        raise ValueError(f"init must be 'default' or 'paper', got {scheme!r}")
+    _choice("init", scheme, INITS)
+    nonlinearity = nonlinearity or getattr(net, "activation", "relu")
     named = [(n.split(".")[-1], m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     last = named[-1][1]
     for name, m in named:
-        if scheme == "paper":
+        if scheme == "pytorch":
+            m.reset_parameters()
+        elif scheme == "paper":
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.constant_(m.bias, 1.0 if name in PAPER_BIAS_ONE else 0.0)
         else:
             if m is last:
                 nn.init.normal_(m.weight, 0.0, 0.001)
             else:
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity=nonlinearity)
             nn.init.zeros_(m.bias)
     return net
 
@@ -165,6 +208,14 @@ def _mult_adds(m, out):
     return 0
 
 
+def _kernel(m):
+    """Window and stride as ``"3x3/2"`` for convolutions and poolings (the ``pool`` switch shows here), else ""."""
+    if not isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        return ""
+    (kh, kw), (stride, _) = (v if isinstance(v, tuple) else (v, v) for v in (m.kernel_size, m.stride))
+    return f"{kh}x{kw}/{stride}"
+
+
 def _layers(net):
     """(short name, module) of the leaf modules, counting an LRN as one leaf."""
     found, lrn = [], None
@@ -180,7 +231,7 @@ def _layers(net):
 
 
 def layer_summary(net, input_size=(3, IMAGE_SIZE, IMAGE_SIZE)) -> pd.DataFrame:
-    """One row per layer: output shape (HxWxC), parameters, multiply-adds per image.
+    """One row per layer: kernel/stride, output shape (HxWxC), parameters, multiply-adds per image.
 
     Works for any network and input size it accepts (torchvision's alexnet
     takes any size from 63 up). Our AlexNet's FC6 is defined only for its
@@ -192,7 +243,7 @@ def layer_summary(net, input_size=(3, IMAGE_SIZE, IMAGE_SIZE)) -> pd.DataFrame:
 
     def record(name):
         def hook(m, inputs, out):
-            rows.append(dict(layer=name, type=type(m).__name__, output=_shape(out),
+            rows.append(dict(layer=name, type=type(m).__name__, kernel=_kernel(m), output=_shape(out),
                              params=sum(p.numel() for p in m.parameters()),
                              mult_adds=_mult_adds(m, out)))
         return hook
@@ -213,7 +264,7 @@ def layer_summary(net, input_size=(3, IMAGE_SIZE, IMAGE_SIZE)) -> pd.DataFrame:
             h.remove()
         net.train(was_training)
     df = pd.DataFrame(rows)
-    total = dict(layer="total", type="", output="", params=df.params.sum(), mult_adds=df.mult_adds.sum())
+    total = dict(layer="total", type="", kernel="", output="", params=df.params.sum(), mult_adds=df.mult_adds.sum())
     return pd.concat([df, pd.DataFrame([total])], ignore_index=True)
 
 
@@ -254,9 +305,12 @@ def overfit(net, images, labels, steps, lr=0.01, momentum=0.9, weight_decay=5e-4
     A quick test of whether an initialization can learn at all: a network that
     trains drives the loss on a small batch far below ln(num_classes); one
     that stalls stays there. Returns the loss before each step. Not a training
-    loop: see ``alexnet_nb.train``.
+    loop: see ``alexnet_nb.train``. Weight decay on the weights only, as the
+    paper's update rule (section 5) and the training loop have it.
     """
-    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    from alexnet_nb.step import param_groups  # step builds on this module: imported when used
+
+    opt = torch.optim.SGD(param_groups(net, weight_decay, decay_biases=False), lr=lr, momentum=momentum)
     net.train()
     losses = []
     for _ in range(steps):

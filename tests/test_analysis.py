@@ -67,12 +67,36 @@ def test_a_missing_local_run_is_fetched_from_the_repository(tmp_path, monkeypatc
     assert asked == [f"https://raw.githubusercontent.com/{slug}/main/results/cpu-10class/history.csv"]
 
 
-def test_final_table_puts_the_last_epoch_next_to_the_references():
-    frame = pd.DataFrame(dict(epoch=[1, 2], val_top1=[10.0, 20.5], val_top5=[30.0, 44.25]))
+def test_the_reported_epoch_is_the_last_not_the_best():
+    # The best validation (and holdout) epoch is the second; the third is reported.
+    frame = pd.DataFrame(dict(epoch=[1, 2, 3], holdout_top1=[5.0, 30.0, 20.0], val_top1=[10.0, 31.0, 20.5],
+                              val_top5=[30.0, 60.0, 44.25]))
+    assert analysis.reported(frame) == {"epoch": 3, "top1": 20.5, "top5": 44.25}
     table = analysis.final_table(frame, "mine")
     assert table.index.tolist() == ["mine", "blog", "our target", "paper"]
-    assert table.loc["mine", ["top1", "top5", "epochs"]].tolist() == [20.5, 44.25, 2]
+    assert table.loc["mine", ["top1", "top5", "epochs"]].tolist() == [20.5, 44.25, 3]
     assert table.loc["paper", "top1"] == 62.5 and pd.isna(table.loc["paper", "epochs"])
+
+
+def test_the_reported_line_puts_the_final_epoch_next_to_guessing_and_noise():
+    frame = pd.DataFrame(dict(epoch=[1, 2], val_top1=[30.0, 20.0], val_top5=[70.0, 60.0]))
+    assert analysis.describe_reported(frame, 10, images=400) == (
+        "reported, final epoch 2: validation top-1 20.0% (guessing: 10.0%), top-5 60.0% (guessing: 50.0%), "
+        "10 classes; one standard error of the top-1 on 400 images: 2.0 points")
+    assert analysis.describe_reported(frame, 200).endswith("(guessing: 2.5%), 200 classes")
+
+
+def test_the_blog_and_target_are_references_only_for_all_200_classes():
+    assert analysis.references_for(200) == (analysis.BLOG, analysis.TARGET)
+    assert analysis.references_for(10) == () and analysis.references_for(None) == ()
+
+
+def test_chance_and_standard_error_by_hand():
+    assert analysis.chance(10) == (10.0, 50.0)
+    assert analysis.chance(200) == (0.5, 2.5)
+    assert analysis.chance(4) == (25.0, 100.0)  # top-5 of four classes always hits
+    # 20% on 400 images: sqrt(0.2 * 0.8 / 400) = 0.02, two points.
+    assert analysis.standard_error(20.0, 400) == pytest.approx(2.0)
 
 
 # ---------------------------------------------------------------- test-time views
@@ -161,23 +185,12 @@ LABELS = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
 PREDICTIONS = torch.tensor([0, 0, 1, 1, 1, 1, 0, 1, 1, 2])
 
 
-def test_per_class_accuracy_by_hand():
-    table = analysis.per_class_accuracy(PREDICTIONS, LABELS, NAMES)
-    assert table["name"].tolist() == ["bee", "ant", "cat"]
-    assert table.index.tolist() == [1, 0, 2]
-    assert table["correct"].tolist() == [2, 2, 1] and table["total"].tolist() == [2, 4, 4]
-    assert table["accuracy"].tolist() == [100.0, 50.0, 25.0]
-
-
-def test_confusions_by_hand():
-    counts = analysis.confusion_matrix(PREDICTIONS, LABELS, 3)
-    assert counts.tolist() == [[2, 2, 0], [0, 2, 0], [1, 2, 1]]
-    pairs = analysis.confused_pairs(PREDICTIONS, LABELS, NAMES, k=5)
-    # Only three kinds of mistake were made; a tie keeps the lower index first.
-    assert pairs[["true", "predicted", "count"]].values.tolist() == [
-        ["ant", "bee", 2], ["cat", "bee", 2], ["cat", "ant", 1]]
-    assert pairs["share"].tolist() == [50.0, 50.0, 25.0]
-    assert analysis.confused_pairs(LABELS, LABELS, NAMES).empty
+def test_prediction_spread_by_hand():
+    # "bee" (label 1) takes 6 of the 10 predictions; classes 0, 1 and 2 all occur; a fair share is 1/3.
+    spread = analysis.prediction_spread(PREDICTIONS, 3)
+    assert spread == {"most_predicted": 1, "share": 60.0, "fair_share": pytest.approx(100 / 3),
+                      "classes_predicted": 3}
+    assert analysis.prediction_spread(torch.tensor([2, 2]), 4)["classes_predicted"] == 1
 
 
 def test_pick_examples_takes_right_and_wrong_ones():
@@ -190,23 +203,7 @@ def test_pick_examples_takes_right_and_wrong_ones():
     assert len(analysis.pick_examples(probs, LABELS, right=99, wrong=0)) == 5
 
 
-# ---------------------------------------------------------------- first-layer kernels
-
-def test_kernel_grid_places_and_stretches_each_kernel():
-    weight = torch.randn(96, 3, 11, 11, generator=torch.Generator().manual_seed(0))
-    weight[5] *= 100  # a loud kernel must not wash out the others
-    grid = analysis.kernel_grid(weight)
-    assert grid.shape == (95, 143, 3)
-    for i in (0, 5, 13, 95):
-        r, c = divmod(i, 12)
-        tile = grid[r * 12:r * 12 + 11, c * 12:c * 12 + 11]
-        assert tile.min() == 0.0 and tile.max() == pytest.approx(1.0)
-        w = weight[i]
-        np.testing.assert_allclose(tile, ((w - w.min()) / (w.max() - w.min())).permute(1, 2, 0).numpy(), atol=1e-6)
-    assert (grid[11, :] == 1).all() and (grid[:, 11] == 1).all()  # white padding between tiles
-    with pytest.raises(ValueError):
-        analysis.kernel_grid(torch.randn(97, 3, 11, 11))
-
+# ---------------------------------------------------------------- which run
 
 def test_find_checkpoint_looks_in_the_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNET_NB_RUNS", str(tmp_path))
@@ -217,6 +214,69 @@ def test_find_checkpoint_looks_in_the_runs_folder(tmp_path, monkeypatch):
     assert analysis.find_checkpoint("mine") == tmp_path / "mine" / "checkpoint.pt"
 
 
+
+def fake_checkpoint(path, epochs=3, classes=7):
+    """A file ``checkpoint.read`` accepts: weights are not needed to read a run's history."""
+    history = {"epoch": list(range(1, epochs + 1)), "val_top1": [10.0 * e for e in range(1, epochs + 1)],
+               "val_top5": [20.0 * e for e in range(1, epochs + 1)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(dict(model={}, config={"classes": classes, "name": path.parent.name}, epoch=epochs,
+                    history=history, num_classes=classes), path)
+    return path
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise analysis.urllib.error.URLError("no network in this test")
+
+    monkeypatch.setattr(analysis.urllib.request, "urlopen", refuse)
+
+
+def test_open_run_by_name_finds_the_runs_folder_first(tmp_path, monkeypatch, no_network):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    monkeypatch.setenv("ALEXNET_NB_RUNS", str(runs))
+    write_run(results, "mine")  # a committed run of the same name loses to the trained one
+    write_run(runs, "mine")
+    (runs / "mine" / "summary.json").write_text(json.dumps({"classes": 10}))
+    ckpt = fake_checkpoint(runs / "mine" / "checkpoint.pt")
+    run = analysis.open_run("mine", results)
+    assert (run.name, run.where, run.checkpoint, run.classes) == ("mine", "run folder", ckpt, 10)
+    assert run.history["val_top1"].tolist() == [10.0, 20.5]  # history.csv, not the checkpoint's copy
+
+
+def test_open_run_by_name_falls_back_to_the_committed_results(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("ALEXNET_NB_RUNS", str(tmp_path / "runs"))
+    write_run(tmp_path / "results", "committed")
+    run = analysis.open_run("committed", tmp_path / "results")
+    assert (run.where, run.checkpoint, run.classes) == ("results/ of this clone", None, 200)
+    with pytest.raises(FileNotFoundError, match="no run named 'nowhere'"):
+        analysis.open_run("nowhere", tmp_path / "results")
+
+
+def test_open_run_by_folder_or_checkpoint_path(tmp_path, monkeypatch, no_network):
+    monkeypatch.setenv("ALEXNET_NB_RUNS", str(tmp_path / "runs"))
+    folder = tmp_path / "elsewhere" / "my-run"
+    ckpt = fake_checkpoint(folder / "checkpoint.pt", epochs=3, classes=7)
+    # A folder with only a checkpoint: history and summary come from inside it.
+    run = analysis.open_run(str(folder))
+    assert (run.name, run.where, run.checkpoint, run.classes) == ("my-run", "run folder", ckpt, 7)
+    assert run.history["val_top1"].tolist() == [10.0, 20.0, 30.0]
+    # The checkpoint itself, also under another file name.
+    assert analysis.open_run(str(ckpt)).history["epoch"].tolist() == [1, 2, 3]
+    other = fake_checkpoint(tmp_path / "copies" / "epoch2.pt", epochs=2)
+    run = analysis.open_run(str(other))
+    assert (run.where, run.checkpoint, len(run.history)) == ("checkpoint file", other, 2)
+    # A checkpoint.pt beside a history.csv reads the folder's files.
+    write_run(tmp_path / "full", "run")
+    fake_checkpoint(tmp_path / "full" / "run" / "checkpoint.pt", epochs=5)
+    assert len(analysis.open_run(str(tmp_path / "full" / "run" / "checkpoint.pt")).history) == 2
+    with pytest.raises(FileNotFoundError, match="neither a run folder"):
+        analysis.open_run(str(tmp_path / "no" / "such-folder"))
+    with pytest.raises(Exception, match="no checkpoint at"):
+        analysis.open_run(str(tmp_path / "missing.pt"))
+
+
 def test_first_per_class_keeps_every_class():
     split = tiny_split(n=24, num_classes=4)  # labels 0,1,2,3,0,1,... six of each
     small = analysis.first_per_class(split, 2)
@@ -224,18 +284,22 @@ def test_first_per_class_keeps_every_class():
     torch.testing.assert_close(small.images, split.images[:8])
 
 
+# What plots.plot_topk, plot_loss and analysis.final_table read from a history; newer runs add columns.
+READ_BY_THE_RESULTS_CHAPTER = ("epoch", "lr", "train_loss", "train_top1", "holdout_loss", "holdout_top1",
+                               "holdout_top5", "val_loss", "val_top1", "val_top5", "seconds", "images_per_s",
+                               "elapsed_s")
+
+
 def test_committed_runs_exist_and_have_what_the_results_notebook_reads():
     # One test, not one per run: parametrizing over an empty results/ would
     # collect nothing and pass silently, and the results notebook needs a run.
-    from alexnet_nb import train
-
     runs = sorted(p.parent.name for p in (ROOT / "results").glob("*/history.csv"))
     assert runs, "no committed run: results/<run>/history.csv is missing"
     for run in runs:
         history = analysis.load_history(run, ROOT / "results")
-        assert list(history.columns) == train.HISTORY_COLUMNS, run
+        assert set(READ_BY_THE_RESULTS_CHAPTER) <= set(history.columns), run
         assert len(history) >= 1 and history["epoch"].tolist() == list(range(1, len(history) + 1)), run
-        assert history.notna().all().all(), run
+        assert history[list(READ_BY_THE_RESULTS_CHAPTER)].notna().all().all(), run
         for col in ("train_top1", "holdout_top1", "holdout_top5", "val_top1", "val_top5"):
             assert history[col].between(0, 100).all(), (run, col)
         assert (history["holdout_top5"] >= history["holdout_top1"]).all(), run

@@ -1,10 +1,13 @@
-"""The benchmarks run end to end on generated data and write what they print."""
+"""The benchmarks run end to end on generated data, through the training step, and keep what they measured."""
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
+from torch import nn
 
-from alexnet_nb import bench, synthetic
+from alexnet_nb import bench, bench_record, files, model, speed, step, synthetic
 
 
 @pytest.fixture(scope="module")
@@ -13,18 +16,177 @@ def folder(tmp_path_factory):
                                         val_per_class=2)
 
 
-def test_bench_train_measures_both_pipelines_and_writes_json(folder, tmp_path, capsys):
+def train_args(folder, tmp_path, *extra):
+    return ["train", "--source", str(folder), "--cache-dir", str(tmp_path / "cache"), "--device", "cpu",
+            "--steps", "1", "--warmup", "0", "--repeats", "1", "--pipeline-steps", "2", "--workers", "0", *extra]
+
+
+def count_steps(monkeypatch, raise_on=None):
+    """Record every call of step.TrainStep (the images it was given); raise KeyboardInterrupt at call ``raise_on``."""
+    calls, original = [], step.TrainStep.__call__
+
+    def counted(self, images_u8, labels, params):
+        calls.append(images_u8)
+        if len(calls) == raise_on:
+            raise KeyboardInterrupt
+        return original(self, images_u8, labels, params)
+
+    monkeypatch.setattr(step.TrainStep, "__call__", counted)
+    return calls
+
+
+@pytest.fixture
+def tiny_network(monkeypatch):
+    """For tests of the record, not of AlexNet: a network that takes 227x227 input in milliseconds."""
+    def tiny(cfg, num_classes):
+        return nn.Sequential(nn.Conv2d(3, 4, 9, stride=9), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                             nn.Linear(4, num_classes))
+    monkeypatch.setattr(model, "from_config", tiny)
+
+
+def test_bench_train_runs_the_training_step_and_the_blogs(folder, tmp_path, capsys, monkeypatch):
+    calls = count_steps(monkeypatch)
     out = tmp_path / "bench.json"
-    results = bench.main(["train", "--source", str(folder), "--device", "cpu", "--batch-size", "4", "--steps", "1",
-                          "--warmup", "0", "--pipeline-steps", "2", "--workers", "0", "--json", str(out)])
+    record = bench.main(train_args(folder, tmp_path, "--batch-size", "2", "--json", str(out)))
     printed = capsys.readouterr().out
-    assert "input pipeline only" in printed and "whole training step" in printed and "ratio" in printed
-    for key in ("ours_pipeline", "ours_step", "blog_pipeline", "blog_step"):
-        assert results[key] > 0
-    assert results["flops_per_image"] == 6 * 1_131_979_296  # 3 passes x 2 FLOPs x the model's multiply-adds
-    assert results["fraction_of_peak"] is None  # no known peak for a CPU: nothing is made up
+    assert "input pipelines alone" in printed and "vs blog" in printed and "blog step" in printed
+    assert [e["id"] for e in record["entries"]] == ["ours-step-eager-slices-b2", "blog-step-b2", "ours-input-b2",
+                                                    "blog-input-b2"]
+    assert all(e["status"] == "measured" and e["images_per_s"] > 0 for e in record["entries"])
+    # One timed step of ours, and through TrainStep, which got uint8 images: the augmentation is in the step.
+    assert len(calls) == 1 and calls[0].dtype == torch.uint8 and calls[0].shape == (2, 3, 64, 64)
+    assert record["flops_per_image"] == 6 * 1_131_979_296  # 3 passes x 2 FLOPs x the model's multiply-adds
+    assert record["peak_flops"] is None and record["projection"] is None  # no known peak for a CPU: nothing made up
     saved = json.loads(out.read_text())
-    assert saved["ours_step"] == results["ours_step"] and saved["command"].startswith("python -m alexnet_nb.bench train")
+    assert saved["finished"] and saved["command"].startswith("python -m alexnet_nb.bench train")
+    assert speed.images_per_s(out, batch=2, compiled=False) == record["entries"][0]["images_per_s"]
+    assert speed.images_per_s(out, batch=2, compiled=True) is None  # not planned
+
+
+def test_matrix_writes_a_complete_record_after_every_entry(folder, tmp_path, tiny_network, monkeypatch):
+    calls = count_steps(monkeypatch)
+    out, snapshots, write = tmp_path / "m.json", [], files.atomic_write
+
+    def checked_write(path, fn):
+        write(path, fn)
+        if Path(path) == out:  # not the decoded cache, also written atomically
+            snapshots.append(json.loads(out.read_text()))  # valid JSON on disk after every write
+
+    monkeypatch.setattr(files, "atomic_write", checked_write)
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no compiler here\nsecond line")
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    record = bench.main(train_args(folder, tmp_path, "--matrix", "--budget", "60", "--batch-sizes", "2", "4",
+                                   "--compile", "--json", out))
+    planned = [e["id"] for e in speed.plan([2, 4], matrix=True, compile=True, gpu=False)]
+    assert [e["id"] for e in record["entries"]] == planned and len(planned) == 10
+    statuses = {e["id"]: e["status"] for e in record["entries"]}
+    # A failed compile loses nothing else: every compiled entry says why, every other one was measured.
+    for e in record["entries"]:
+        if e["compiled"]:
+            assert e["status"] == "failed" and e["reason"] == "RuntimeError: no compiler here"
+        else:
+            assert e["status"] == "measured" and e["images_per_s"] > 0, e
+    assert len(calls) == sum(s == "measured" for i, s in statuses.items() if i.startswith("ours-step"))
+    assert len(snapshots) >= 2 * len(planned) and snapshots[-1] == json.loads(out.read_text())
+    assert [e["status"] for e in snapshots[0]["entries"]] == ["pending"] * len(planned)
+    assert record["finished"] and speed.images_per_s(record, batch=4, compiled=False) > 0
+    text = bench_record.table(record)
+    assert len(text) <= 4000 and "failed: RuntimeError: no compiler here" in text
+
+
+def test_an_interrupted_matrix_keeps_what_it_measured(folder, tmp_path, tiny_network, monkeypatch):
+    out = tmp_path / "m.json"
+    seen_at_interrupt = []
+    calls = count_steps(monkeypatch, raise_on=2)  # ours eager, LRN torch: the fourth entry
+    original = step.TrainStep.__call__
+
+    def look_then_call(self, *args):
+        if len(calls) == 1:  # what a run killed now (a time limit, no chance to clean up) would leave
+            seen_at_interrupt.append(json.loads(out.read_text()))
+        return original(self, *args)
+
+    monkeypatch.setattr(step.TrainStep, "__call__", look_then_call)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(train_args(folder, tmp_path, "--matrix", "--batch-sizes", "2", "--json", str(out)))
+    killed = [e["status"] for e in seen_at_interrupt[0]["entries"]]
+    assert killed == ["skipped", "measured", "measured", "running", "pending", "pending", "skipped"]
+    kept = json.loads(out.read_text())
+    assert not kept["finished"]
+    assert [e["status"] for e in kept["entries"]] == ["skipped", "measured", "measured"] + ["skipped"] * 4
+    assert all(e["reason"] == "interrupted (KeyboardInterrupt)" for e in kept["entries"][3:6])
+    assert speed.images_per_s(kept, batch=2, compiled=False) > 0
+    assert "CUT OFF" in bench_record.table(kept)
+
+
+def test_a_tiny_budget_skips_entries_and_says_so(folder, tmp_path, tiny_network, monkeypatch, capsys):
+    calls = count_steps(monkeypatch)
+    record = bench.main(train_args(folder, tmp_path, "--matrix", "--budget", "1e-6", "--batch-sizes", "2"))
+    assert not calls
+    budget = [e for e in record["entries"] if not e["compiled"]]
+    assert budget and all(e["status"] == "skipped" and e["reason"].startswith("budget: 0 s of 1e-06 s left")
+                          for e in budget)
+    assert "skipped: budget" in capsys.readouterr().out
+
+
+def test_the_budget_estimate_scales_the_most_similar_measurement():
+    class Args:
+        steps, warmup, repeats, pipeline_steps, budget = 2, 1, 3, 10, 100.0
+
+    measured = dict(bench_record.new_entry("step", "ours", 8, True, "slices"), status="measured", wall_s=47.0,
+                    compile_s=40.0)
+    eager = bench_record.new_entry("step", "ours", 16, False, "torch")
+    compiled = bench_record.new_entry("step", "ours", 32, True, "slices")
+    # 7 s for 7 steps of 8 images: eager at batch 16 takes twice that; compiled at 32, four times plus a compile.
+    assert speed.estimate(eager, [measured], Args) == pytest.approx(14.0)
+    assert speed.estimate(compiled, [measured], Args) == pytest.approx(28.0 + 40.0)
+    assert speed.estimate(bench_record.new_entry("step", "blog", 8), [measured], Args) is None
+    assert speed.estimate(bench_record.new_entry("input", "ours", 8), [measured], Args) is None  # far cheaper
+    blog = dict(bench_record.new_entry("step", "blog", 8), status="measured", wall_s=7.0)
+    # The blog's input alone: 3 x 10 + 1 batches against its step's 7 steps.
+    assert speed.estimate(bench_record.new_entry("input", "blog", 8), [blog], Args) == pytest.approx(31.0)
+    assert speed._over_budget(compiled, [measured], Args, elapsed=50.0) == "budget: needs ~68 s, 50 s of 100 s left"
+    assert speed._over_budget(eager, [measured], Args, elapsed=50.0) is None
+
+
+def test_the_table_fits_and_states_the_projection_as_one():
+    entries = speed.plan([128, 256, 512, 1024], matrix=True, compile=None, gpu=True)
+    for i, e in enumerate(entries):
+        e.update(status="measured", images_per_s=1000.0 * (i + 1), repeats_images_per_s=[999.0, 1000.0, 1001.0],
+                 compile_s=60.0 if e["compiled"] else None)
+    record = dict(device="NVIDIA H100 80GB HBM3", device_type="cuda", cpu_count=16, torch="2.11.0",
+                  torchvision="0.26.0", python="3.12.3", repeats=3, steps=50, pipeline_steps=50, warmup=10,
+                  precision="bf16", channels_last=True, fused_sgd=True, tf32_matmul=False, tf32_cudnn=True,
+                  workers=2, flops_per_image=6.79e9, peak_flops=989e12, peak_precision="bf16", finished=True,
+                  elapsed_s=170.0, budget_s=160.0, entries=entries)
+    bench_record.derive(record)
+    best_128 = max((e for e in entries if e["batch"] == 128 and e["what"] == "step" and e["pipeline"] == "ours"),
+                   key=lambda e: e["images_per_s"])
+    p = record["projection"]
+    assert p["entry"] == best_128["id"] and p["fraction_of_peak"] == pytest.approx(best_128["images_per_s"] *
+                                                                                    6.79e9 / 989e12)
+    assert p["t4_30_epochs_min"] == pytest.approx(bench.t4_projection_minutes(6.79e9, p["fraction_of_peak"]))
+    assert entries[1]["vs_blog"] == 1.0 and entries[0]["vs_blog"] == pytest.approx(0.5)
+    text = bench_record.table(record)
+    assert len(text) <= 4000 and "PROJECTED" in text and "assuming a T4" in text and "TF32 matmul off" in text
+    for e in entries:
+        e.update(status="failed", reason="x" * 500)
+    assert len(bench_record.table(record)) <= 4000
+
+
+def test_the_runner_reads_figures_back_with_wildcards():
+    record = speed.example_record(images_per_s=100.0, compile_s=30.0, batch=64)
+    record["entries"][0].update(status="skipped", reason="budget: x | y", images_per_s=None)
+    assert speed.images_per_s(record, batch=64, compiled=True, lrn_impl="slices") is None  # skipped
+    assert speed.images_per_s(record, batch=64, compiled=True, lrn_impl=None) == 100.0  # compiled, LRN torch
+    assert speed.images_per_s(record, batch=128, compiled=None, lrn_impl=None) is None
+    assert speed.images_per_s(record, pipeline="blog", batch=None) == 10.0
+    assert speed.compile_seconds(record) == 30.0
+    md = speed.markdown(record, "bench-gpu.json")
+    assert md.startswith("**bench-gpu.json**") and "| ours step: compiled, LRN torch | 64 | 100 | 10.00x |" in md
+    assert "skipped: budget: x / y |" in md
 
 
 def test_bench_data_times_decoding_and_the_cache(folder, tmp_path):

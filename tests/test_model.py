@@ -1,6 +1,10 @@
-"""AlexNet against the 2012 paper: shapes, parameter counts, LRN, initialization."""
+"""AlexNet against the 2012 paper: shapes, parameter counts, ablation switches, initialization.
 
+The LRN layer has its own tests in test_lrn.py."""
+
+import functools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -39,6 +43,7 @@ def test_summary_shapes_follow_the_paper(num_classes):
     assert list(main.output) == PAPER_SHAPES + [str(num_classes)]
     assert list(main.layer) == ["conv1", "pool1", "conv2", "pool2", "conv3", "conv4", "conv5",
                                 "pool5", "fc6", "fc7", "fc8"]
+    assert list(main.kernel.iloc[:3]) == ["11x11/4", "3x3/2", "5x5/1"]  # overlapping 3x3 pooling, stride 2
     total = s.iloc[-1]
     assert total.layer == "total" and total.params == model.count_parameters(net)
     # conv1: 55*55 outputs per kernel, 96 kernels, 11*11*3 multiply-adds each
@@ -71,36 +76,6 @@ def test_dropout_acts_on_outputs_of_fc6_and_fc7():
     assert all(m.p == 0.3 for m in net.classifier if isinstance(m, nn.Dropout))
     assert not any(isinstance(m, nn.Dropout) for m in net.features)
     assert net.features[0].weight.shape == (96, 3, 11, 11)
-
-
-def paper_lrn(a, k=2.0, n=5, alpha=1e-4, beta=0.75):
-    """Section 3.3 with explicit loops over channels."""
-    b = torch.empty_like(a)
-    N = a.shape[1]
-    for i in range(N):
-        s = sum(a[:, j] ** 2 for j in range(max(0, i - n // 2), min(N - 1, i + n // 2) + 1))
-        b[:, i] = a[:, i] / (k + alpha * s) ** beta
-    return b
-
-
-def test_lrn_matches_the_paper_formula():
-    torch.manual_seed(0)
-    a = torch.randn(2, 9, 3, 3, dtype=torch.float64) * 60  # alpha*sum(a^2) ~ k: the division matters
-    expected = paper_lrn(a)
-    assert not torch.allclose(expected, a / 2 ** 0.75, rtol=1e-3)  # it is not just a constant
-    torch.testing.assert_close(model.LRN()(a), expected)
-    # The pitfall: PyTorch's alpha is divided by n, so passing the paper's 1e-4 is wrong.
-    naive = nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)(a)
-    assert not torch.allclose(naive, expected, rtol=1e-3)
-
-
-def test_lrn_groups_keep_each_gpu_separate():
-    a = torch.randn(1, 8, 2, 2) * 60
-    b = a.clone()
-    b[:, 4:] *= 3  # change the second GPU's maps only
-    lrn = model.LRN(groups=2)
-    torch.testing.assert_close(lrn(a)[:, :4], lrn(b)[:, :4])
-    assert not torch.allclose(model.LRN()(a)[:, :4], model.LRN()(b)[:, :4])
 
 
 def test_paper_initialization():
@@ -187,3 +162,114 @@ def test_compare_inits_trains_each_scheme_from_the_same_seed():
     assert list(losses.columns) == ["paper", "default"] and len(losses) == 1
     assert torch.isfinite(torch.tensor(losses.values)).all()
     assert losses.paper[0] != losses.default[0]
+
+
+# ----------------------------------------------------------------- ablation switches (issue 9)
+
+SWITCHES = [
+    dict(lrn=False),
+    dict(pool=2),
+    dict(activation="tanh"),
+    dict(dropout_position="before"),
+    dict(lrn_impl="torch", lrn_alpha=2e-4),
+    dict(init="pytorch"),
+    dict(lrn=False, pool=2, activation="tanh", dropout_position="before", init="pytorch"),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def paper_net_on_meta(groups):
+    with torch.device("meta"):
+        return model.AlexNet(10, groups)
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("switches", SWITCHES, ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()))
+def test_every_switch_keeps_the_paper_shapes_and_shows_in_the_summary(switches, groups):
+    with torch.device("meta"):  # shapes without the arithmetic; test_from_config runs a switched network for real
+        net = model.AlexNet(10, groups, **switches)
+        s = model.layer_summary(net)
+    main = s[s.type.isin(["Conv2d", "MaxPool2d", "Linear"])]
+    assert list(main.output) == PAPER_SHAPES + ["10"]
+    paper = paper_net_on_meta(groups)
+    assert model.count_parameters(net) == model.count_parameters(paper)  # no weights added or lost
+    # Checkpoints and analysis code rely on the weight layers' names: the same for every switch.
+    assert net.state_dict().keys() == paper.state_dict().keys()
+    lrn = switches.get("lrn", True)
+    assert list(s.layer[s.type == "LRN"]) == (["norm1", "norm2"] if lrn else [])
+    act = switches.get("activation", "relu")
+    assert list(s.layer[s.type == {"relu": "ReLU", "tanh": "Tanh"}[act]]) == [f"{act}{i}" for i in range(1, 8)]
+    pool = switches.get("pool", 3)
+    assert set(s.kernel[s.type == "MaxPool2d"]) == {f"{pool}x{pool}/2"}
+    order = [n for n in s.layer if n.startswith(("fc6", "fc7", "drop"))]
+    before = switches.get("dropout_position") == "before"
+    assert order == (["drop6", "fc6", "drop7", "fc7"] if before else ["fc6", "drop6", "fc7", "drop7"])
+
+
+def test_lrn_switch_sets_alpha_and_implementation():
+    net = model.AlexNet(10, lrn_alpha=2e-4, lrn_impl="torch")
+    norms = [m for m in net.modules() if isinstance(m, model.LRN)]
+    assert len(norms) == 2 and all(m.alpha == 2e-4 and m.impl == "torch" for m in norms)
+    # The blog's nn.LocalResponseNorm(size=5, alpha=1e-3): torch divides by n, so alpha 2e-4 in the paper's terms.
+    x = torch.randn(1, 96, 5, 5) * 60
+    torch.testing.assert_close(norms[0](x), nn.LocalResponseNorm(5, alpha=1e-3, beta=0.75, k=2.0)(x))
+
+
+def test_dropout_before_acts_on_the_inputs_of_fc6_and_fc7():
+    net = model.AlexNet(10, dropout=0.3, dropout_position="before")
+    kinds = [type(m).__name__ for m in net.classifier]
+    assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
+    assert all(m.p == 0.3 for m in net.classifier if isinstance(m, nn.Dropout))
+
+
+@pytest.mark.parametrize("switches", [dict(), dict(activation="tanh", dropout_position="before")])
+def test_fc7_features_are_the_fc7_activation(switches):
+    torch.manual_seed(0)
+    net = model.AlexNet(10, **switches).eval()
+    act7 = getattr(net.classifier, f"{switches.get('activation', 'relu')}7")
+    seen = []
+    act7.register_forward_hook(lambda m, i, out: seen.append(out.clone()))
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        net(x)
+        feats = net.fc7_features(x)
+    assert feats.shape == (2, 4096)
+    torch.testing.assert_close(feats, seen[0])
+
+
+def test_tanh_gets_the_tanh_gain_and_pytorch_init_is_pytorchs():
+    torch.manual_seed(0)
+    conv3 = model.weight_layers(model.AlexNet(10, activation="tanh"))[2]
+    assert abs(conv3.weight.std().item() - (5 / 3) / math.sqrt(256 * 9)) < 0.001  # Kaiming with tanh's gain
+    net = model.AlexNet(10, init="pytorch")
+    for m in model.weight_layers(net):  # PyTorch's default: uniform within 1/sqrt(fan_in), weights and biases
+        bound = 1 / math.sqrt(m.weight[0].numel())
+        assert 0.9 * bound < m.weight.abs().max() <= bound and 0.9 * bound < m.bias.abs().max() <= bound
+    paper = model.AlexNet(10, init="paper")
+    model.init_weights(paper, "pytorch")  # re-initializes, like a fresh network
+    assert not torch.all(model.weight_layers(paper)[1].bias == 1)
+
+
+def test_from_config_builds_the_same_network():
+    full = SimpleNamespace(groups=2, init="paper", dropout=0.2, lrn=False, lrn_alpha=2e-4, lrn_impl="torch",
+                           pool=2, activation="tanh", dropout_position="before", epochs=3)  # extra fields ignored
+    torch.manual_seed(0)
+    net = model.from_config(full, 7)
+    torch.manual_seed(0)
+    direct = model.AlexNet(7, 2, "paper", 0.2, lrn=False, lrn_alpha=2e-4, lrn_impl="torch", pool=2,
+                           activation="tanh", dropout_position="before")
+    assert repr(net) == repr(direct)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), direct.state_dict().values()))
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 227, 227)).shape == (2, 7)
+    old = SimpleNamespace(groups=1, init="default", dropout=0.5)  # a config saved before the switches existed
+    with torch.device("meta"):
+        assert repr(model.from_config(old, 7)) == repr(model.AlexNet(7))
+
+
+@pytest.mark.parametrize("bad", [dict(pool=4), dict(activation="gelu"), dict(dropout_position="middle"),
+                                 dict(lrn_impl="cudnn"), dict(init="xavier")])
+def test_invalid_switches_are_refused(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))), torch.device("meta"):
+        model.AlexNet(10, lrn=False, **bad)  # checked even where unused

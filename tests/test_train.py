@@ -1,7 +1,8 @@
-"""The training engine: resume, divergence, the CLI, DDP (all on a CPU, tiny data)."""
+"""The training engine: resume, stops, divergence, DDP (all on a CPU, tiny data)."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import replace
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from alexnet_nb import augment, synthetic, train
+from alexnet_nb import augment, checkpoint, config, step, synthetic, train
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +27,15 @@ def tiny(source, tmp_path, name, **kw):
                max_train_images=2, max_eval_images=None, batch_size=2, lr=0.001, deterministic=True,
                progress=False)
     cfg.update(kw)
-    return train.Config.quick(**cfg)
+    return config.Config.quick(**cfg)
 
 
 def weights(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_matches_an_uninterrupted_run(source, tmp_path):
@@ -49,15 +54,56 @@ def test_resume_matches_an_uninterrupted_run(source, tmp_path):
     with pytest.raises(Disconnect):
         train.fit(broken, callback=cut)
     assert len(pd.read_csv(tmp_path / "broken" / "history.csv")) == 1
+    assert not (tmp_path / "broken" / ".lock").exists()  # the lock goes with the process's run
     h_resumed = train.fit(replace(broken, resume=True))
 
-    a, b = weights(tmp_path / "straight"), weights(tmp_path / "broken")
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "broken"))
     cols = ["epoch", "lr", "train_loss", "holdout_loss", "val_top1"]
     pd.testing.assert_frame_equal(h_straight[cols], h_resumed[cols])
-    net, config, history = train.load_checkpoint(tmp_path / "broken", device="cpu")
-    assert config == replace(broken, resume=True) and len(history) == 2 and not net.training
+    net, cfg, history = train.load_checkpoint(tmp_path / "broken", device="cpu")
+    assert cfg == replace(broken, resume=True) and len(history) == 2 and not net.training
+
+
+def test_a_time_limited_run_stops_cleanly_and_resumes_exactly(source, tmp_path, capsys):
+    straight = tiny(source, tmp_path, "straight", epochs=3, schedule="linear", ema_decay=0.5)
+    train.fit(straight)
+    # Any epoch takes longer than a millisecond: the run stops after its first, checkpoint written.
+    limited = replace(straight, out_dir=str(tmp_path / "limited"), time_limit=0.001)
+    history = train.fit(limited)
+    assert len(history) == 1 and "time limit" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "limited" / "summary.json").read_text())
+    assert summary["finished"] is False and "time limit" in summary["stopped"] and summary["epochs_done"] == 1
+    assert torch.load(tmp_path / "limited" / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    resumed = train.fit(replace(limited, resume=True, time_limit=None))
+    assert len(resumed) == 3
+    assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "limited"))
+    assert json.loads((tmp_path / "limited" / "summary.json").read_text())["finished"] is True
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_run_after_the_epoch_in_progress(source, tmp_path, signum):
+    before = signal.getsignal(signum)
+    cfg = tiny(source, tmp_path, "signal", epochs=3, checkpoint_every=5)
+
+    def ask_to_stop(history):
+        if len(history) == 1:
+            os.kill(os.getpid(), signum)  # arrives while epoch 1's results are handled: epoch 2 still runs
+
+    history = train.fit(cfg, callback=ask_to_stop)
+    assert len(history) == 2
+    state = torch.load(tmp_path / "signal" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2  # written on the stop, although checkpoint_every is 5
+    assert json.loads((tmp_path / "signal" / "summary.json").read_text())["stopped"] == signal.Signals(signum).name
+    assert signal.getsignal(signum) == before  # the caller's handler is back
+
+
+def test_checkpoints_every_n_epochs_and_always_at_the_end(source, tmp_path, monkeypatch):
+    saved = []
+    save = checkpoint.save
+    monkeypatch.setattr(checkpoint, "save", lambda path, state: (saved.append(state["epoch"]), save(path, state)))
+    train.fit(tiny(source, tmp_path, "every", epochs=3, checkpoint_every=2))
+    assert saved == [2, 3]
+    assert len(pd.read_csv(tmp_path / "every" / "history.csv")) == 3  # the history is written every epoch
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(source, tmp_path, monkeypatch):
@@ -79,18 +125,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(source, tmp_pa
     assert len(pd.read_csv(tmp_path / "nan" / "history.csv")) == 1
 
 
-def test_cli_flags_mirror_the_config():
-    cfg = train.config_from_args(["--classes", "10", "--epochs", "3", "--no-channels-last",
-                                  "--lr", "0.02", "--max-train-images", "none", "--schedule", "cosine"])
-    assert (cfg.classes, cfg.epochs, cfg.channels_last, cfg.lr, cfg.max_train_images, cfg.schedule) == \
-        (10, 3, False, 0.02, None, "cosine")
-    assert cfg.batch_size == 128 and cfg.momentum == 0.9 and cfg.weight_decay == 5e-4  # the paper's recipe
-    quick = train.config_from_args(["--quick", "--epochs", "1"])
-    assert quick.epochs == 1 and quick.classes == train.Config.quick().classes
-    assert train.resolve_precision("auto", "cpu")[0] == "fp32"
-    assert train.resolve_precision("fp16", "cpu")[2]  # fp16 always comes with a GradScaler
-
-
 def test_ddp_two_gloo_processes_match_one_process(source, tmp_path):
     # Global batch 2 = 2 processes x 1. Without dropout, DDP must follow the one-process run.
     flags = ["--quick", "--source", source, "--classes", "none", "--holdout-per-class", "1",
@@ -99,7 +133,7 @@ def test_ddp_two_gloo_processes_match_one_process(source, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "alexnet_nb.train", *flags, "--out-dir", str(tmp_path / "ddp")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert len(pd.read_csv(tmp_path / "ddp" / "history.csv")) == 1
     train.main([*flags, "--out-dir", str(tmp_path / "one")])
@@ -108,22 +142,49 @@ def test_ddp_two_gloo_processes_match_one_process(source, tmp_path):
     assert b["classifier.fc8.bias"].abs().sum() > 0  # it starts at zero: the run did train
 
 
-def test_resume_keeps_the_saved_recipe_and_writes_a_summary(source, tmp_path):
+def test_resume_keeps_the_saved_recipe_and_writes_a_summary(source, tmp_path, capsys):
     # A Path is a natural thing to pass; it must survive config.json and the weights-only checkpoint.
-    first = tiny(source, tmp_path, "run", epochs=1)
+    first = tiny(source, tmp_path, "run", epochs=1, recipe="blog", schedule="step")
     first = replace(first, out_dir=tmp_path / "run")
     train.fit(first, command="python -m alexnet_nb.train --epochs 1")
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out  # one line per epoch even without a progress bar
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["epochs_done"] == 1 and summary["command"] == "python -m alexnet_nb.train --epochs 1"
-    assert summary["classes"] == 2 and summary["seed"] == first.seed
+    assert summary["classes"] == 2 and summary["seed"] == first.seed and summary["recipe"] == "blog"
+    assert summary["config"]["schedule"] == "step" and summary["train_loss_first_epoch"] > 0
 
     # Resumed as a user would after a disconnect: more epochs, but forgetting the other flags.
-    later = train.Config(out_dir=str(tmp_path / "run"), resume=True, epochs=2, progress=False)
+    later = config.Config(out_dir=str(tmp_path / "run"), resume=True, epochs=2, progress=False)
     history = train.fit(later)
     assert len(history) == 2
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["epochs"] == 2 and saved["lr"] == first.lr and saved["batch_size"] == first.batch_size
-    assert saved["max_train_images"] == first.max_train_images
+    assert saved["max_train_images"] == first.max_train_images and saved["recipe"] == "blog"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["epochs_done"] == 2
+    assert summary["epochs_done"] == 2 and summary["finished"] is True
     assert summary["final"]["val_top1"] == round(float(history["val_top1"].iloc[-1]), 2)
+
+
+def test_resume_works_whether_or_not_the_saved_run_used_fused_sgd(source, tmp_path):
+    cfg = tiny(source, tmp_path, "fused", epochs=1, fused_sgd=True)
+    train.fit(cfg)
+    state = torch.load(tmp_path / "fused" / "checkpoint.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["fused"] is True
+    train.fit(replace(cfg, resume=True, epochs=2, fused_sgd=False))  # e.g. saved on a GPU, resumed on a CPU
+    state = torch.load(tmp_path / "fused" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and not state["optimizer"]["param_groups"][0]["fused"]
+    # And back: the saved state without the fused kernel, loaded into an optimizer that has it.
+    net = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=True)
+    saved = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9).state_dict()
+    step.load_optimizer_state(opt, saved, fused=True)
+    assert opt.param_groups[0]["fused"] is True
+
+
+def test_weight_decay_on_weights_only_or_on_everything():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    groups = step.param_groups(net, 5e-4, decay_biases=False)
+    assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
+    assert all(p.ndim == 2 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
+    assert len(step.param_groups(net, 5e-4, decay_biases=True)) == 1

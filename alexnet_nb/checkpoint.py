@@ -1,0 +1,147 @@
+"""Checkpoints: what a run saves every few epochs, and how it is read back.
+
+A checkpoint (``checkpoint.pt`` in the run folder) holds the weights (and their
+moving average when the run keeps one), the optimizer, scaler and schedule
+states, the random-number states, the history so far, every Config value and
+the class list. It is written atomically (``files.atomic_write``), so the
+previous one stays whole until the new one is complete; there is only ever
+one, since a checkpoint is ~460 MB.
+
+``load_checkpoint`` rebuilds exactly the network the run trained (LRN variant,
+pooling, activation, dropout placement) from the saved Config.
+"""
+
+import dataclasses
+import pickle
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from alexnet_nb import config as config_lib
+from alexnet_nb import env, files, model
+
+NAME = "checkpoint.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and what to do."""
+
+
+def rng_state():
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def path_of(path) -> Path:
+    """``checkpoint.pt`` of a run folder, or the path itself when it names a file."""
+    path = Path(path)
+    return path / NAME if path.is_dir() else path
+
+
+def save(path, state: dict) -> None:
+    files.atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _others(path: Path) -> str:
+    """What else in the folder could stand in for a damaged checkpoint."""
+    found = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+    found += sorted(p.name for p in path.parent.glob(f".{path.name}.*.tmp"))
+    if found:
+        return (f" Other files there: {', '.join(found)} (a .tmp file is the write that was cut off; "
+                "it is complete only if its size matches a normal checkpoint).")
+    return " There is no other checkpoint in that folder (only the latest is kept, by design)."
+
+
+def read(path) -> dict:
+    """A checkpoint as a dict, on the CPU (RNG states must stay CPU tensors; ``optimizer.load_state_dict``
+    moves the momentum to the parameters' device). A damaged file raises :class:`CheckpointError`."""
+    path = path_of(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: train the run first, or pass its run folder.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is damaged and cannot be read ({path.stat().st_size:,} bytes; {reason}): it was probably cut "
+            "off while being copied or written outside this suite. Start the run again with --overwrite (its "
+            "history.csv keeps the curves so far), or restore the file from a copy." + _others(path)) from None
+    missing = [k for k in ("model", "config", "epoch", "history") if k not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this suite (it lacks {', '.join(missing)}).")
+    return state
+
+
+def history_frame(state) -> pd.DataFrame:
+    """The history stored in a checkpoint (older ones lack the columns added since: they read as missing)."""
+    return pd.DataFrame(state["history"])
+
+
+# What may change when a run is resumed: how it runs, not what it computes.
+RESUME_MAY_CHANGE = ("epochs", "device", "precision", "compile", "fused_sgd", "eval_batch_size", "progress",
+                     "log_every", "resume", "overwrite", "name", "out_dir", "source", "checkpoint_every",
+                     "time_limit")
+
+
+def resumed_config(cfg, saved, say=print):
+    """The saved run's recipe with this call's ``RESUME_MAY_CHANGE`` settings; says what it ignored."""
+    differ = [f.name for f in dataclasses.fields(config_lib.Config) if f.name not in RESUME_MAY_CHANGE
+              and getattr(cfg, f.name) != getattr(saved, f.name)]
+    if differ:
+        say("Resuming with the run's saved settings: " + ", ".join(
+            f"{k}={getattr(saved, k)!r} (not {getattr(cfg, k)!r})" for k in differ))
+    keep = {k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}
+    if keep["source"] is None:  # not given again: the data the run started on
+        keep["source"] = saved.source
+    return dataclasses.replace(saved, **keep)
+
+
+def check_classes(state, classes, source, path) -> None:
+    """A resumed run must see the classes in the order it was trained on, or its outputs mean other classes."""
+    saved = list(state.get("classes") or [])
+    if saved and saved != list(classes):
+        first = next((i for i, (a, b) in enumerate(zip(saved, classes)) if a != b), min(len(saved), len(classes)))
+        pair = (f"label {first} is {saved[first]} in the checkpoint but {classes[first]} in the data"
+                if first < min(len(saved), len(classes)) else
+                f"the checkpoint has {len(saved)} classes, the data {len(classes)}")
+        raise CheckpointError(
+            f"the checkpoint {path} was trained on another class order than the data at {source} lists "
+            f"({pair}): resuming would silently relabel the network's outputs. Resume with the same copy of "
+            "the dataset (its wnids.txt order), or start a new run.")
+
+
+def load_checkpoint(path, device=None, weights="scored"):
+    """(network in eval mode, Config, history DataFrame) from a run folder or a ``checkpoint.pt``.
+
+    ``weights="scored"`` gives the weights the history's accuracies were measured
+    on: the moving average when the run kept one (``ema_decay`` > 0), else the
+    trained weights; ``weights="trained"`` always gives the trained ones.
+    """
+    device = torch.device(device) if device is not None else env.default_device()
+    state = read(path)
+    cfg = config_lib.from_dict(state["config"])
+    net = model.from_config(cfg, state["num_classes"])
+    ema = state.get("ema")
+    if weights == "scored" and ema:
+        net.load_state_dict({k[len("module."):]: v for k, v in ema.items() if k.startswith("module.")})
+    else:
+        net.load_state_dict(state["model"])
+    net.to(device).eval()
+    return net, cfg, history_frame(state)

@@ -1,0 +1,217 @@
+"""GPU time as one command (``gpu``), and the plan's other commands: run, status, unpack, report.
+
+    python -m alexnet_nb.experiments gpu --archives .carry1 --out $OUT   # the same command for every call
+    python -m alexnet_nb.experiments run --budget 600                      # run the plan on this machine
+    python -m alexnet_nb.experiments status                                # the plan: done, waiting, estimates
+    python -m alexnet_nb.experiments unpack results.tar.gz                 # what a GPU call brought back
+    python -m alexnet_nb.experiments report [--check]                      # README's tables from results/
+
+``gpu`` is idempotent: each call extracts the dataset parts it finds (skipping
+those already extracted); while the dataset is incomplete it warms the compile
+cache for the plan's first runs and returns within about two minutes; once the
+dataset is complete and verified it runs the speed matrix (once per machine),
+then the plan (``alexnet_nb.plan``) within what is left of its budget (default:
+the command ends within 9 minutes), and packs what it produced into at most 8
+files under ``--out``. Its last lines are a table of what ran, what was skipped
+and why. State that must survive between calls on the same machine (results of
+this machine, the bench record, logs) lives under ``runs/gpu/``, which git
+ignores; committed results live in ``results/``.
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from alexnet_nb import cli, dataset_parts, env, plan as plan_lib
+from alexnet_nb import runner
+from alexnet_nb.runner import (PACK_SECONDS, RESULTS, STATE, Clock, Log, run_plan, speed_record, summaries,
+                               table)
+
+COMMAND_SECONDS = 9 * 60
+
+
+# ---------------------------------------------------------------------------
+# The gpu command
+
+
+def warm_up(plan, clock, seconds, record, quick, log):
+    """Compile (on a GPU) or smoke-test (on a CPU) the first unfinished entries' steps on random data, so the
+    next calls find the compiled graphs in the cache. Each entry in its own process; stops when time is up."""
+    rows = []
+    known = summaries(RESULTS, STATE / "results")
+    chosen, _ = plan_lib.choose(plan, known)
+    until = clock.used() + seconds
+    warmed_file = STATE / "warmed.json"
+    warmed = json.loads(warmed_file.read_text()) if warmed_file.exists() else []
+    for entry in plan.entries:
+        if plan_lib.finished(known.get(entry.name)) or (entry.recipe == plan_lib.CHOSEN and chosen is None):
+            continue
+        key = " ".join(entry.flags(chosen))
+        if key in warmed:  # its graphs are in this machine's compile cache already
+            continue
+        if clock.used() >= until:  # one started late may overrun by its own length: the caller leaves room
+            rows.append((entry.name, "not warmed", "out of preparation time"))
+            continue
+        cmd = [sys.executable, "-m", "alexnet_nb.warm", *entry.flags(chosen)] + (["--quick"] if quick else [])
+        started = time.monotonic()
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(until - clock.used(), 30) + 60)
+            ok = done.returncode == 0
+            detail = (done.stdout.strip().splitlines() or [""])[-1] if ok else (done.stderr.strip().splitlines()
+                                                                                  or ["?"])[-1][:150]
+        except subprocess.TimeoutExpired:
+            ok, detail = False, "timed out"
+        rows.append((entry.name, "warmed" if ok else "warm failed", f"{time.monotonic() - started:.0f} s; {detail}"))
+        if ok:
+            warmed.append(key)
+            warmed_file.parent.mkdir(parents=True, exist_ok=True)
+            warmed_file.write_text(json.dumps(warmed))
+    return rows
+
+
+def pack(out, log_path, state=STATE):
+    """At most 8 files: the results of this machine as one archive, the bench record(s), the log, the status."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out / "results.tar.gz", "w:gz") as tar:
+        results = state / "results"
+        if results.is_dir():
+            for folder in sorted(results.iterdir()):
+                tar.add(folder, arcname=folder.name)
+    packed = [out / "results.tar.gz"]
+    for record in sorted(state.glob("bench-*.json"))[:5]:
+        shutil.copy2(record, out / record.name)
+        packed.append(out / record.name)
+    if Path(log_path).exists():
+        shutil.copy2(log_path, out / "gpu.log")
+        packed.append(out / "gpu.log")
+    return packed
+
+
+def gpu(args):
+    clock = Clock(args.command_seconds)
+    log = Log(STATE / "gpu.log")
+    log(f"=== gpu call at {time.strftime('%Y-%m-%d %H:%M:%S')}; archives {args.archives}")
+    plan = plan_lib.load(args.plan)
+    data_dir = env.data_dir()
+    for name, what in dataset_parts.extract(args.archives, data_dir):
+        log(f"{name}: {what}")
+    complete, counts, problem = dataset_parts.verify(data_dir, expected=None if args.quick else dataset_parts.FULL)
+    log(f"dataset: {'complete' if complete else 'incomplete'} {counts} {problem}")
+    record = speed_record(device=runner.device_name())
+    rows = []
+    if not complete:
+        rows = warm_up(plan, clock, min(args.prepare_seconds, clock.left() - PACK_SECONDS), record, args.quick, log)
+    else:
+        source = data_dir / dataset_parts.ROOT_NAME
+        if record is None:
+            rows.append(("speed matrix", *bench_matrix(source, clock, args.quick, log)))
+            record = speed_record()
+        else:
+            rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "
+                         f"torch {record.get('torch')})"))
+        rows += run_plan(plan, clock, STATE / "results", STATE / "runs", record, args.quick, source, log)
+    packed = pack(args.out, STATE / "gpu.log")
+    log(f"packed {len(packed)} files into {args.out} after {clock.used():.0f} s")
+    log(table(rows, "this call"))
+    return rows
+
+
+def bench_matrix(source, clock, quick, log):
+    budget = min(180.0, clock.left() - PACK_SECONDS - 60)
+    if budget < 20:
+        return "skipped", f"only {budget:.0f} s left"
+    STATE.mkdir(parents=True, exist_ok=True)
+    slug = "gpu" if runner.gpu() else "cpu"
+    path = STATE / f"bench-{slug}.json"
+    cmd = [sys.executable, "-m", "alexnet_nb.bench", "train", "--matrix", "--budget", f"{budget:.0f}", "--json",
+           str(path), "--source", str(source)] + (["--batch-sizes", "2", "--steps", "1", "--warmup", "0",
+                                                  "--repeats", "1", "--pipeline-steps", "1", "--workers", "0"]
+                                                 if quick else [])
+    log(f"--> speed matrix: {' '.join(cmd[3:])}")
+    status = runner.run_logged(cmd, STATE / "bench.log", timeout=budget + 120)
+    log((STATE / "bench.log").read_text()[-4000:])
+    return ("done", f"{path.name}") if status == 0 and path.exists() else ("failed", f"exit {status}")
+
+
+# ---------------------------------------------------------------------------
+# Bringing results home, and the status of the plan
+
+
+def unpack(args):
+    """Put the run folders of a GPU call's ``results.tar.gz`` into ``results/`` (bench records beside it)."""
+    archive = Path(args.archive)
+    RESULTS.mkdir(exist_ok=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(RESULTS, filter="data")
+        names = sorted({m.name.split("/")[0] for m in tar.getmembers()})
+    for record in archive.parent.glob("bench-*.json"):
+        shutil.copy2(record, RESULTS / record.name)
+    print(f"unpacked {', '.join(names) or 'nothing'} into {RESULTS}/")
+
+
+def status(args):
+    plan = plan_lib.load(args.plan)
+    known = summaries(RESULTS, STATE / "results")
+    chosen, reason = plan_lib.choose(plan, known)
+    print(f"{plan.path}: {len(plan.entries)} experiments; rule: {plan.rule}; {reason}")
+    rows = []
+    for e in plan.entries:
+        s = known.get(e.name)
+        state = "finished" if plan_lib.finished(s) else ("partial" if s else "to run")
+        rows.append((e.name, state, f"{e.recipe} {' '.join(e.flags(chosen or 'paper')[2:])}; {e.why}"))
+    print(table(rows))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m alexnet_nb.experiments", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("gpu", help="one call on the borrowed GPU machine (the same for every call)")
+    g.add_argument("--archives", nargs="+", required=True, help="folders holding dataset parts (*.tar.gz)")
+    g.add_argument("--out", required=True, help="where the packed results go (at most 8 files)")
+    g.add_argument("--command-seconds", type=float, default=COMMAND_SECONDS,
+                   help="the whole call must end within this (default 9 minutes)")
+    g.add_argument("--prepare-seconds", type=float, default=60,
+                   help="while the dataset is incomplete: time spent warming the compile cache")
+    r = sub.add_parser("run", help="run the plan on this machine within a budget")
+    r.add_argument("--budget", type=float, required=True, help="seconds")
+    r.add_argument("--results", default=str(RESULTS), help="where results/<name>/ go")
+    r.add_argument("--source", help="the dataset (default: data.dataset_source())")
+    for q in (g, r):
+        q.add_argument("--quick", action="store_true", help="tiny runs on generated data (the tests)")
+    s = sub.add_parser("status", help="the plan and what is done")
+    u = sub.add_parser("unpack", help="put a GPU call's results.tar.gz into results/")
+    u.add_argument("archive")
+    rep = sub.add_parser("report", help="write README's tables from results/")
+    rep.add_argument("--check", action="store_true", help="only check that README matches results/ (exit 1 if not)")
+    rep.add_argument("--readme", default="README.md")
+    for q in (g, r, s):
+        q.add_argument("--plan", default=str(plan_lib.DEFAULT_PLAN))
+    args = p.parse_args(argv)
+    try:
+        if args.command == "gpu":
+            return gpu(args)
+        if args.command == "run":
+            plan = plan_lib.load(args.plan)
+            rows = run_plan(plan, Clock(args.budget), args.results, env.runs_dir(), speed_record(), args.quick,
+                            args.source)
+            print(table(rows))
+            return rows
+        if args.command == "status":
+            return status(args)
+        if args.command == "unpack":
+            return unpack(args)
+        from alexnet_nb import report
+
+        return report.main(args)
+    except plan_lib.PlanError as e:
+        cli.fail(str(e))
+
+
+if __name__ == "__main__":
+    main()

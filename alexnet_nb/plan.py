@@ -1,0 +1,152 @@
+"""The experiment plan (``experiments/plan.toml``): what the GPU runs, in what order, and how the recipe is chosen.
+
+A plan lists named experiments in priority order: a recipe, overrides, epochs,
+a seed and why it is there. ``recipe = "@chosen"`` stands for the recipe the
+plan's rule chooses among its candidates, by final holdout top-1 (never by the
+validation split); such entries wait until every candidate has finished.
+Everything is checked when the plan is read, before anything runs: an unknown
+recipe or setting is an error naming the entry.
+"""
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alexnet_nb import config as config_lib
+
+CHOSEN = "@chosen"
+DEFAULT_PLAN = Path("experiments") / "plan.toml"
+TRAIN_IMAGES, EVAL_IMAGES = 90_000, 20_000  # per epoch: train minus holdout; holdout + val
+EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of forward + backward
+# Quick mode (the tests): every entry shrunk to tiny sizes on generated data; its epochs stay the plan's.
+QUICK_SIZES = {k: v for k, v in config_lib.QUICK.items() if k not in ("name", "epochs")}
+
+
+class PlanError(ValueError):
+    """The plan cannot run; the message names the entry and the problem."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    recipe: str
+    epochs: int
+    seed: int = 0
+    overrides: dict = field(default_factory=dict)
+    why: str = ""
+
+    def config(self, chosen=None, **extra) -> config_lib.Config:
+        """This entry's Config (``chosen``: the recipe that ``@chosen`` stands for)."""
+        name = chosen if self.recipe == CHOSEN else self.recipe
+        if name is None:
+            raise PlanError(f"{self.name}: the recipe is not chosen yet")
+        return config_lib.recipe(name, **{**self.overrides, "epochs": self.epochs, "seed": self.seed,
+                                          "name": self.name, **extra})
+
+    def flags(self, chosen=None) -> list:
+        """The ``python -m alexnet_nb.train`` flags of this entry."""
+        name = chosen if self.recipe == CHOSEN else self.recipe
+        args = ["--recipe", name, "--epochs", str(self.epochs), "--seed", str(self.seed)]
+        for key, value in self.overrides.items():
+            flag = "--" + key.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + flag[2:])
+            else:
+                args += [flag, "none" if value is None else str(value)]
+        return args
+
+
+@dataclass(frozen=True)
+class Plan:
+    entries: tuple
+    candidates: tuple
+    rule: str
+    path: str = ""
+
+    def entry(self, name):
+        return next(e for e in self.entries if e.name == name)
+
+
+def load(path=DEFAULT_PLAN) -> Plan:
+    """Read and check a plan; any problem is a :class:`PlanError` before anything runs."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise PlanError(f"cannot read the plan {path}: {e}") from None
+    fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+    entries, seen = [], set()
+    for i, item in enumerate(raw.get("experiment", []), 1):
+        where = f"{path}, experiment {i} ({item.get('name', 'no name')})"
+        unknown = set(item) - {"name", "recipe", "overrides", "epochs", "seed", "why"}
+        if unknown or not {"name", "recipe", "epochs"} <= set(item):
+            raise PlanError(f"{where}: needs name, recipe and epochs; unknown keys: {sorted(unknown) or 'none'}")
+        if item["name"] in seen:
+            raise PlanError(f"{where}: the name {item['name']!r} is used twice")
+        seen.add(item["name"])
+        if item["recipe"] != CHOSEN and item["recipe"] not in config_lib.RECIPES:
+            raise PlanError(f"{where}: unknown recipe {item['recipe']!r}; the recipes are "
+                            f"{', '.join(config_lib.RECIPES)} (or {CHOSEN})")
+        bad = set(item.get("overrides", {})) - fields
+        if bad:
+            raise PlanError(f"{where}: unknown settings {sorted(bad)} in overrides")
+        entry = Entry(item["name"], item["recipe"], item["epochs"], item.get("seed", 0),
+                      dict(item.get("overrides", {})), item.get("why", ""))
+        try:  # every value checked now, with any recipe standing in for @chosen
+            entry.config(chosen="paper")
+        except config_lib.ConfigError as e:
+            raise PlanError(f"{where}: {e}") from None
+        entries.append(entry)
+    choose = raw.get("choose", {})
+    candidates = tuple(choose.get("candidates", ()))
+    missing = [c for c in candidates if c not in seen]
+    if missing:
+        raise PlanError(f"{path}: candidates {missing} are not experiments of the plan")
+    if any(entries[[e.name for e in entries].index(c)].recipe == CHOSEN for c in candidates):
+        raise PlanError(f"{path}: a candidate cannot itself use {CHOSEN}")
+    if any(e.recipe == CHOSEN for e in entries) and not candidates:
+        raise PlanError(f"{path}: entries use {CHOSEN} but [choose] lists no candidates")
+    return Plan(tuple(entries), candidates, choose.get("rule", "final holdout top-1"), str(path))
+
+
+def read_summary(folder) -> dict | None:
+    try:
+        return json.loads((Path(folder) / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished(summary) -> bool:
+    return bool(summary) and summary.get("finished", summary.get("epochs_done") == summary.get("epochs_planned"))
+
+
+def choose(plan: Plan, summaries: dict):
+    """``(recipe, reason)`` by the plan's rule, or ``(None, why not yet)``.
+
+    ``summaries`` maps entry names to their ``summary.json`` (finished or not).
+    """
+    if not plan.candidates:
+        return None, "the plan names no candidates"
+    waiting = [c for c in plan.candidates if not finished(summaries.get(c))]
+    if waiting:
+        return None, f"waiting for the candidates {', '.join(waiting)} to finish"
+    scores = {c: summaries[c]["final"]["holdout_top1"] for c in plan.candidates}
+    best = max(plan.candidates, key=lambda c: (scores[c], -plan.candidates.index(c)))
+    ranking = ", ".join(f"{c} {scores[c]:.2f}%" for c in sorted(plan.candidates, key=lambda c: -scores[c]))
+    recipe = summaries[best]["recipe"]
+    return recipe, (f"chose {best} (recipe {recipe}): the highest final holdout top-1 of the candidates "
+                    f"({ranking}); validation was not looked at")
+
+
+def quick_images():
+    """(training, evaluation) images per epoch of a quick-mode run."""
+    return QUICK_SIZES["max_train_images"], 2 * QUICK_SIZES["max_eval_images"]
+
+
+def estimate_seconds(cfg, images_per_s, overhead_s, train_images=TRAIN_IMAGES, eval_images=EVAL_IMAGES):
+    """How long a run of ``cfg`` should take at the measured training speed, plus a fixed overhead
+    (process start, data from the cache, compiling) and a 10% margin."""
+    per_epoch = train_images / images_per_s + eval_images / (EVAL_SPEEDUP * images_per_s)
+    return 1.1 * (overhead_s + cfg.epochs * per_epoch)

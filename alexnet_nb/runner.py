@@ -1,0 +1,240 @@
+"""Running the plan: each unfinished entry in its own process, while its estimated time fits the budget.
+
+The estimate comes from the speed the benchmark measured on this machine
+(``bench-*.json``: images/s at the entry's batch, compiled or not, and the
+first compile's time). A run is given what is left of the budget as its
+``--time-limit``, so it stops cleanly rather than being killed; one stopped
+that way is reported as cut off, never as finished. Each run's history,
+summary, log and curves land in ``<results>/<name>/``; its checkpoint stays in
+the runs folder.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from alexnet_nb import plan as plan_lib
+
+STATE = Path("runs") / "gpu"
+RESULTS = Path("results")
+PACK_SECONDS = 30  # kept back for packing and the table
+RUN_FILES = ("history.csv", "summary.json", "config.json", "train.log")
+
+
+class Clock:
+    def __init__(self, seconds):
+        self.start, self.seconds = time.monotonic(), seconds
+
+    def used(self):
+        return time.monotonic() - self.start
+
+    def left(self):
+        return self.seconds - self.used()
+
+
+class Log:
+    """Print and keep: everything the command says also goes to ``gpu.log``, which comes back with the results."""
+
+    def __init__(self, path=None):
+        self.path = Path(path) if path else None
+        if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, *parts):
+        line = " ".join(str(p) for p in parts)
+        print(line, flush=True)
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+# ---------------------------------------------------------------------------
+# Speed, as measured by the benchmark, for the time estimates
+
+
+def speed_record(state=STATE, committed=RESULTS, device=None):
+    """The benchmark record to estimate with: this machine's (``state``), else a committed one measured on
+    the same kind of device with the same torch (``device``: its name), else None."""
+    for folder, same_device_only in ((state, False), (committed, True)):
+        for path in sorted(Path(folder).glob("bench-*.json"), reverse=True):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if "entries" not in record:  # a `bench data` record
+                continue
+            if not same_device_only or (device and record.get("device") == device
+                                        and record.get("torch") == _torch_version()):
+                return record
+    return None
+
+
+def _torch_version():
+    import torch
+
+    return torch.__version__
+
+
+def compile_works(record) -> bool:
+    """False when the benchmark's compiled steps all failed here (then runs go eager), else True."""
+    if not record:
+        return True
+    compiled = [e for e in record.get("entries", []) if e.get("compiled") and e.get("pipeline") == "ours"]
+    return not compiled or any(e.get("status") == "measured" for e in compiled) or \
+        not any(e.get("status") == "failed" for e in compiled)
+
+
+def measured_speed(record, cfg, compiled):
+    """Training images/s for ``cfg``'s batch from the benchmark record; the nearest measured batch otherwise."""
+    from alexnet_nb import speed
+
+    if not record:
+        return None
+    for impl in (cfg.lrn_impl, None):
+        for batch in (cfg.batch_size, None):
+            found = speed.images_per_s(record, batch=batch, compiled=compiled, lrn_impl=impl)
+            if found:
+                return found
+    return speed.images_per_s(record, batch=None, compiled=None, lrn_impl=None)
+
+
+def overhead_seconds(record, compiled):
+    """Start-up of a run beyond its epochs: process, data from the cache, and compiling (cached after the first)."""
+    from alexnet_nb import speed
+
+    compile_s = speed.compile_seconds(record) if (record and compiled) else 0.0
+    return 20.0 + (compile_s or 0.0)
+
+
+# ---------------------------------------------------------------------------
+# The plan runner
+
+
+def summaries(*folders) -> dict:
+    """The newest ``summary.json`` of each run name in ``folders`` (a finished one wins over a cut-off one)."""
+    found = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*/summary.json")):
+            s = plan_lib.read_summary(path.parent)
+            if s and (path.parent.name not in found or not plan_lib.finished(found[path.parent.name])):
+                found[path.parent.name] = s
+    return found
+
+
+def _draw(folder):
+    try:
+        from alexnet_nb import plots
+
+        plots.save_run_plots(folder)
+    except Exception as e:  # the curves are a convenience; the history is the result
+        return f"plots failed: {type(e).__name__}: {e}"
+    return ""
+
+
+def run_logged(cmd, log_file, timeout):
+    """Run ``cmd`` with its output in ``log_file``; its exit status, or why it was killed."""
+    with open(log_file, "w") as out:
+        try:
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            return f"killed after {timeout:.0f} s"
+
+
+def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False):
+    """Train one plan entry in its own process; copy its history and summary into ``out_dir/<name>/``."""
+    run_dir = Path(runs_dir) / entry.name
+    result = Path(out_dir) / entry.name
+    result.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "alexnet_nb.train", *entry.flags(chosen), "--name", entry.name,
+           "--out-dir", str(run_dir), "--overwrite", "--no-progress", "--time-limit", f"{max(time_limit, 1):.0f}"]
+    if quick:
+        cmd += ["--quick"]  # tiny sizes; the entry's own flags (its epochs) still win
+    if quick or eager:  # eager when the benchmark saw compiling fail on this machine
+        cmd += ["--no-compile"]
+    if source:
+        cmd += ["--source", str(source)]
+    log(f"--> {entry.name}: {' '.join(cmd[3:])}")
+    started = time.monotonic()
+    status = run_logged(cmd, result / "train.log", timeout=time_limit + 120)
+    for name in RUN_FILES[:3]:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, result / name)
+    summary = plan_lib.read_summary(result)
+    if summary:
+        summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why}
+        (result / "summary.json").write_text(json.dumps(summary, indent=2))
+        _draw(result)
+    tail = (result / "train.log").read_text().strip().splitlines()[-1:] if (result / "train.log").exists() else []
+    return summary, status, time.monotonic() - started, (tail[0] if tail else "")
+
+
+def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, log=print, done_in=(RESULTS,)):
+    """Run the plan's unfinished entries in order while their estimated time fits; returns the table rows."""
+    known = summaries(*done_in, out_dir)
+    chosen, reason = plan_lib.choose(plan, known)
+    log(reason)
+    rows = []
+    for entry in plan.entries:
+        if plan_lib.finished(known.get(entry.name)):
+            rows.append((entry.name, "done", "results already there"))
+            continue
+        if entry.recipe == plan_lib.CHOSEN and chosen is None:
+            rows.append((entry.name, "waiting", reason))
+            continue
+        extra = dict(plan_lib.QUICK_SIZES) if quick else {}
+        cfg = entry.config(chosen, **extra)
+        compiled = not quick and gpu() and compile_works(record)
+        speed = measured_speed(record, cfg, compiled)
+        if speed is None:
+            rows.append((entry.name, "skipped", "no speed measured yet to estimate its time"))
+            continue
+        sizes = plan_lib.quick_images() if quick else (plan_lib.TRAIN_IMAGES, plan_lib.EVAL_IMAGES)
+        need = plan_lib.estimate_seconds(cfg, speed, overhead_seconds(record, compiled), *sizes)
+        left = clock.left() - PACK_SECONDS
+        if need > left:
+            rows.append((entry.name, "skipped", f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"))
+            continue
+        summary, status, took, tail = run_entry(entry, chosen, out_dir, runs_dir, left, quick, source, log,
+                                                eager=not compiled)
+        if summary is None or status != 0:
+            rows.append((entry.name, "failed", f"exit {status} after {took:.0f} s: {tail[:150]}"))
+        elif plan_lib.finished(summary):
+            final = summary["final"]
+            rows.append((entry.name, "finished", f"{took:.0f} s (est. {need:.0f}); val {final['val_top1']:.2f}% / "
+                         f"{final['val_top5']:.2f}%, holdout {final['holdout_top1']:.2f}%"))
+        else:
+            rows.append((entry.name, "cut off", f"{summary['epochs_done']} of {summary['epochs_planned']} epochs "
+                         f"({summary.get('stopped')}); not counted as finished"))
+        known[entry.name] = summary or known.get(entry.name)
+        if chosen is None:
+            chosen, reason = plan_lib.choose(plan, known)
+            if chosen is not None:
+                log(reason)
+    if not any(status in ("finished", "cut off", "failed") for _, status, _ in rows) and \
+            any(status == "skipped" for _, status, _ in rows):
+        log(f"nothing fits in what is left of the budget ({max(clock.left() - PACK_SECONDS, 0):.0f} s); "
+            "nothing was started")
+    return rows
+
+
+def device_name():
+    """The GPU's name (what benchmark records are matched on), or None without one."""
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def gpu():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def table(rows, title="plan") -> str:
+    width = max([len(r[0]) for r in rows] + [10])
+    lines = [f"{title}:", f"  {'entry':<{width}}  {'status':<9}  detail"]
+    lines += [f"  {name:<{width}}  {status:<9}  {detail}" for name, status, detail in rows]
+    return "\n".join(lines)

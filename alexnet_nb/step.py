@@ -1,0 +1,166 @@
+"""One training step, the same for the training loop and the benchmark.
+
+A step takes a batch of uint8 images that already sit on the device, augments
+it there (``augment.apply_params``), runs the network under mixed precision,
+and updates the weights (and their moving average, when kept). The loop and
+``python -m alexnet_nb.bench`` both call :class:`TrainStep`, so the benchmark
+measures exactly what training runs: a separate copy of the step is how the
+two drift apart.
+
+Also here: what a step needs that depends on the device -- the precision
+(:func:`resolve_precision`), the optimizer (:func:`make_optimizer`: the paper's
+weight decay on weights only, PyTorch's fused SGD kernel on a GPU) and the
+moving average of the weights (:func:`make_ema`) -- and :func:`build`, which
+puts them together the one way training, the benchmark and the compile warm-up
+all use.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from alexnet_nb import augment, evaluate, model
+
+
+def resolve_precision(precision, device):
+    """(name, autocast dtype or None, use a GradScaler) for a precision setting on a device.
+
+    T4s (compute capability 7.5) have no bf16 tensor cores, so "auto" uses fp16
+    there, with a GradScaler against gradient underflow; Ampere and newer get
+    bf16, which has fp32's range and needs no scaler.
+    """
+    device = torch.device(device)
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.get_device_capability(device)[0] >= 8 else "fp16"
+        else:
+            precision = "fp32"
+    dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in dtypes:
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
+    return precision, dtypes[precision], precision == "fp16"
+
+
+def on_gpu(setting, device) -> bool:
+    """A ``None`` (automatic) speed switch means: on for CUDA, off elsewhere."""
+    return torch.device(device).type == "cuda" if setting is None else bool(setting)
+
+
+def param_groups(net, weight_decay, decay_biases):
+    """Weight decay on the weights only (the paper's update rule in section 5 names the weights w;
+    Caffe's reference AlexNet sets decay_mult 0 on biases), or on every parameter (PyTorch's default)."""
+    if decay_biases:
+        return [{"params": list(net.parameters()), "weight_decay": weight_decay}]
+    named = list(net.named_parameters())
+    return [{"params": [p for n, p in named if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for n, p in named if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def make_optimizer(net, cfg, device):
+    """SGD with momentum as the paper's section 5; the fused kernel when ``cfg.fused_sgd`` (auto: on a GPU)."""
+    return torch.optim.SGD(param_groups(net, cfg.weight_decay, cfg.decay_biases), lr=cfg.lr,
+                           momentum=cfg.momentum, fused=on_gpu(cfg.fused_sgd, device) or None)
+
+
+def load_optimizer_state(optimizer, state, fused):
+    """Load a saved optimizer state whether or not the saved run used the fused kernel.
+
+    ``load_state_dict`` copies every saved setting, ``fused`` included, so a run
+    saved on a GPU would otherwise ask for the fused kernel on a CPU (and the
+    other way round lose it); the momentum buffers are the same either way.
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["fused"] = bool(fused) or None
+        group["foreach"] = None
+
+
+def make_ema(net, decay):
+    """An exponential moving average of ``net``'s weights (a copy, updated after every step), or None."""
+    if not decay:
+        return None
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay))
+
+
+def correct_top1(output, target):
+    return evaluate.correct_topk(output, target, (1,))[0]
+
+
+class TrainStep:
+    """``step(images_u8, labels, params) -> (loss, top-1 hits)``: augment, forward, backward, update.
+
+    ``net`` is what runs the batch (possibly wrapped in DDP); ``module`` the bare
+    network whose weights the moving average follows. The returned tensors stay
+    on the device: reading them costs a device sync, so the loop does it only
+    every ``log_every`` steps.
+    """
+
+    def __init__(self, net, optimizer, scaler, amp_dtype, cfg, module=None, ema=None, compiled=False):
+        self.net = torch.compile(net, dynamic=False) if compiled else net  # fixed shapes: never recompile
+        self.optimizer, self.scaler, self.amp_dtype, self.ema = optimizer, scaler, amp_dtype, ema
+        self.module = module if module is not None else net
+        self.crop_size, self.image_size = cfg.crop_size, cfg.image_size
+        self.channels_last, self.label_smoothing = cfg.channels_last, cfg.label_smoothing
+        self.device = next(self.module.parameters()).device
+
+    def augment(self, images_u8, params):
+        return augment.apply_params(images_u8, params, self.crop_size, self.image_size,
+                                    channels_last=self.channels_last)
+
+    def __call__(self, images_u8, labels, params):
+        x = self.augment(images_u8, params)
+        with evaluate.autocast(self.device, self.amp_dtype):
+            out = self.net(x)
+        loss = F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.module)
+        with torch.no_grad():
+            return loss.detach(), correct_top1(out, labels)
+
+
+def draw_params(cfg, n, generator, height, width, device):
+    """The random crops, flips and lighting of ``n`` images under ``cfg``'s augmentation."""
+    area, ratio = cfg.scale_augmentation()
+    return augment.random_params(n, generator, cfg.crop_size, cfg.pca_lighting, height, width, device,
+                                 area=area, ratio=ratio)
+
+
+@dataclass
+class Parts:
+    """What :func:`build` makes: the network and everything that updates it."""
+
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    ema: AveragedModel | None
+    precision: str
+    amp_dtype: torch.dtype | None
+    compiled: bool
+    step: TrainStep
+    eval_net: torch.nn.Module  # what evaluation runs: the moving average when kept, compiled when compiling
+
+
+def build(cfg, num_classes, device, wrap=None) -> Parts:
+    """The network of ``cfg`` on ``device`` (channels_last if asked), its optimizer, scaler, moving average and
+    :class:`TrainStep`. ``wrap(net)`` is what runs the batches (DDP under torchrun); the weights are drawn from
+    the current torch seed."""
+    device = torch.device(device)
+    precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
+    net = model.from_config(cfg, num_classes).to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(net, cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    ema = make_ema(net, cfg.ema_decay)
+    compiled = on_gpu(cfg.compile, device)
+    step = TrainStep(wrap(net) if wrap else net, optimizer, scaler, amp_dtype, cfg, module=net, ema=ema,
+                     compiled=compiled)
+    scored = ema.module if ema is not None else net
+    eval_net = torch.compile(scored, dynamic=False) if compiled else scored
+    return Parts(net, optimizer, scaler, ema, precision, amp_dtype, compiled, step, eval_net)

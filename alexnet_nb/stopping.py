@@ -1,0 +1,52 @@
+"""Stopping a run cleanly: on a signal, or before an epoch that would pass the time limit.
+
+SIGTERM (what a job scheduler or a closing Colab sends) and SIGINT (Ctrl-C, a
+notebook's interrupt button) ask the run to stop after the epoch in progress,
+with its checkpoint, history and summary written; a second Ctrl-C stops at
+once. A time limit stops the run before an epoch that, at the last epoch's
+pace, would end after it. Either way the run resumes like an interrupted one.
+"""
+
+import signal
+import threading
+
+import torch
+import torch.distributed as dist
+
+
+class Signals:
+    """SIGINT/SIGTERM ask the run to stop after the epoch in progress; a second Ctrl-C stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.reason, self.saved = None, {}
+
+    def _handle(self, signum, frame):
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = signal.Signals(signum).name
+        print(f"\n{self.reason}: stopping after this epoch, with a checkpoint "
+              "(press Ctrl-C again to stop at once, losing the epoch in progress).", flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            self.saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+
+
+def reason(stop, cfg, elapsed, epoch_seconds, world, device):
+    """Why the run stops after this epoch (a signal, or the next epoch would pass the time limit), or None."""
+    why = stop.reason
+    if why is None and cfg.time_limit is not None and elapsed + epoch_seconds > cfg.time_limit:
+        why = f"time limit {cfg.time_limit:g} s: another epoch would end after it"
+    if world > 1:  # all processes stop together, or the others wait forever in the next all-reduce
+        flag = torch.tensor([why is not None], dtype=torch.float32, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and why is None:
+            why = "another process was asked to stop"
+    return why
