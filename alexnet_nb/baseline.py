@@ -34,8 +34,12 @@ def loader(folder, batch_size, workers=WORKERS):
     tf = transforms.Compose([transforms.Resize(augment.IMAGE_SIZE), transforms.RandomHorizontalFlip(),
                              transforms.ToTensor(), transforms.Normalize(augment.MEAN, augment.STD)])
     ds = datasets.ImageFolder(str(Path(folder) / "train"), transform=tf)
+    # Workers are spawned, not forked: the benchmark has started CUDA and compile threads by then, and a
+    # forked child of such a process can hang; the timeout turns a hang into an error, not a lost run.
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
+                                       drop_last=True, persistent_workers=workers > 0,
+                                       multiprocessing_context="spawn" if workers else None,
+                                       timeout=120 if workers else 0)
 
 
 def endless(batches):

@@ -39,39 +39,67 @@ COMMAND_SECONDS = 9 * 60
 # The gpu command
 
 
-def warm_up(plan, clock, seconds, record, quick, log):
-    """Compile (on a GPU) or smoke-test (on a CPU) the first unfinished entries' steps on random data, so the
-    next calls find the compiled graphs in the cache. Each entry in its own process; stops when time is up."""
+def warm_up(plan, clock, seconds, quick, log):
+    """Compile (on a GPU) or smoke-test (on a CPU) the networks of the first unfinished entries on random data, so
+    the next calls find their graphs in the compile cache. One process per distinct graph (``warm.graph_key``:
+    recipes that differ only outside the network share one); what each gave is kept in ``warmed.json``, so a
+    later call neither repeats it nor trusts a compiler that failed."""
+    from alexnet_nb import warm
+
     rows = []
     known = summaries(RESULTS, STATE / "results")
     chosen, _ = plan_lib.choose(plan, known)
     until = clock.used() + seconds
-    warmed_file = STATE / "warmed.json"
-    warmed = json.loads(warmed_file.read_text()) if warmed_file.exists() else []
+    warmed = read_warmed()
+    done = {w["key"] for w in warmed}
+    last = None
     for entry in plan.entries:
         if plan_lib.finished(known.get(entry.name)) or (entry.recipe == plan_lib.CHOSEN and chosen is None):
             continue
-        key = " ".join(entry.flags(chosen))
-        if key in warmed:  # its graphs are in this machine's compile cache already
+        key = warm.graph_key(entry.config(chosen))
+        if key in done:  # the same network and shapes as one warmed before
             continue
-        if clock.used() >= until:  # one started late may overrun by its own length: the caller leaves room
+        left = until - clock.used()
+        if left <= 0 or (last is not None and left < last):  # would not finish in the time given
             rows.append((entry.name, "not warmed", "out of preparation time"))
             continue
         cmd = [sys.executable, "-m", "alexnet_nb.warm", *entry.flags(chosen)] + (["--quick"] if quick else [])
         started = time.monotonic()
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(until - clock.used(), 30) + 60)
-            ok = done.returncode == 0
-            detail = (done.stdout.strip().splitlines() or [""])[-1] if ok else (done.stderr.strip().splitlines()
-                                                                                  or ["?"])[-1][:150]
+            # The first compile on a fresh machine is the slow one: give it at least 90 s.
+            run = subprocess.run(cmd, capture_output=True, text=True, timeout=max(left, 90) + 15)
+            ok, out = run.returncode == 0, run.stdout + run.stderr
+            detail = (run.stdout.strip().splitlines() or [""])[-1] if ok else (run.stderr.strip().splitlines()
+                                                                                 or ["?"])[-1][:150]
         except subprocess.TimeoutExpired:
-            ok, detail = False, "timed out"
-        rows.append((entry.name, "warmed" if ok else "warm failed", f"{time.monotonic() - started:.0f} s; {detail}"))
-        if ok:
-            warmed.append(key)
-            warmed_file.parent.mkdir(parents=True, exist_ok=True)
-            warmed_file.write_text(json.dumps(warmed))
+            ok, out, detail = False, "", "timed out"
+        last = time.monotonic() - started
+        rows.append((entry.name, "warmed" if ok else "warm failed", f"{last:.0f} s; {detail}"))
+        warmed.append({"key": key, "entry": entry.name, "status": "ok" if ok else "failed", "seconds": round(last),
+                       "detail": detail, "compile_error": (not ok) and runner.compile_failed(out)})
+        done.add(key)
+        (STATE / "warmed.json").write_text(json.dumps(warmed, indent=1))
     return rows
+
+
+def read_warmed():
+    try:
+        return json.loads((STATE / "warmed.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
+def preflight(log):
+    """One line naming the versions the runs will use, or what is missing, before anything else."""
+    import importlib
+
+    found, missing = [], []
+    for name in ("torch", "torchvision", "numpy", "pandas", "matplotlib", "tqdm"):
+        try:
+            found.append(f"{name} {importlib.import_module(name).__version__}")
+        except ImportError as e:
+            missing.append(f"{name} ({e})")
+    log(f"python {sys.version.split()[0]}; " + ", ".join(found) + (f"; MISSING: {', '.join(missing)}" if missing else ""))
 
 
 def pack(out, log_path, state=STATE):
@@ -97,6 +125,7 @@ def gpu(args):
     clock = Clock(args.command_seconds)
     log = Log(STATE / "gpu.log")
     log(f"=== gpu call at {time.strftime('%Y-%m-%d %H:%M:%S')}; archives {args.archives}")
+    preflight(log)
     plan = plan_lib.load(args.plan)
     data_dir = env.data_dir()
     for name, what in dataset_parts.extract(args.archives, data_dir):
@@ -106,24 +135,28 @@ def gpu(args):
     record = speed_record(device=runner.device_name())
     rows = []
     if not complete:
-        rows = warm_up(plan, clock, min(args.prepare_seconds, clock.left() - PACK_SECONDS), record, args.quick, log)
+        rows = warm_up(plan, clock, min(args.prepare_seconds, clock.left() - PACK_SECONDS), args.quick, log)
     else:
         source = data_dir / dataset_parts.ROOT_NAME
         if record is None:
             rows.append(("speed matrix", *bench_matrix(source, clock, args.quick, log)))
             record = speed_record()
+            pack(args.out, STATE / "gpu.log")  # whatever happens next, the record is in $OUT already
         else:
             rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "
                          f"torch {record.get('torch')})"))
-        rows += run_plan(plan, clock, STATE / "results", STATE / "runs", record, args.quick, source, log)
-    packed = pack(args.out, STATE / "gpu.log")
-    log(f"packed {len(packed)} files into {args.out} after {clock.used():.0f} s")
+        rows += run_plan(plan, clock, STATE / "results", STATE / "runs", record, args.quick, source, log,
+                         warmed=read_warmed(), after_each=lambda: pack(args.out, STATE / "gpu.log"))
     log(table(rows, "this call"))
+    packed = pack(args.out, STATE / "gpu.log")
+    print(f"packed {len(packed)} files into {args.out} after {clock.used():.0f} s")
     return rows
 
 
 def bench_matrix(source, clock, quick, log):
-    budget = min(180.0, clock.left() - PACK_SECONDS - 60)
+    """The speed matrix at batch 128 only (what the plan's estimates need; the full matrix is
+    ``python -m alexnet_nb.bench train --matrix``), within at most two minutes."""
+    budget = min(120.0, clock.left() - PACK_SECONDS - 60)
     if budget < 20:
         return "skipped", f"only {budget:.0f} s left"
     STATE.mkdir(parents=True, exist_ok=True)
@@ -132,9 +165,9 @@ def bench_matrix(source, clock, quick, log):
     cmd = [sys.executable, "-m", "alexnet_nb.bench", "train", "--matrix", "--budget", f"{budget:.0f}", "--json",
            str(path), "--source", str(source)] + (["--batch-sizes", "2", "--steps", "1", "--warmup", "0",
                                                   "--repeats", "1", "--pipeline-steps", "1", "--workers", "0"]
-                                                 if quick else [])
+                                                 if quick else ["--batch-sizes", "128"])
     log(f"--> speed matrix: {' '.join(cmd[3:])}")
-    status = runner.run_logged(cmd, STATE / "bench.log", timeout=budget + 120)
+    status = runner.run_logged(cmd, STATE / "bench.log", timeout=min(budget + 60, clock.left() - PACK_SECONDS))
     log((STATE / "bench.log").read_text()[-4000:])
     return ("done", f"{path.name}") if status == 0 and path.exists() else ("failed", f"exit {status}")
 

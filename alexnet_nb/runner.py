@@ -10,6 +10,7 @@ the runs folder.
 """
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from alexnet_nb import plan as plan_lib
 STATE = Path("runs") / "gpu"
 RESULTS = Path("results")
 PACK_SECONDS = 30  # kept back for packing and the table
+MIN_PARTIAL_S = 120  # a run cut off sooner than this shows too little to be worth starting
 RUN_FILES = ("history.csv", "summary.json", "config.json", "train.log")
 
 
@@ -78,13 +80,30 @@ def _torch_version():
     return torch.__version__
 
 
-def compile_works(record) -> bool:
-    """False when the benchmark's compiled steps all failed here (then runs go eager), else True."""
+def compile_works(record, warmed=()) -> bool:
+    """False when compiling failed on this machine: the benchmark's compiled steps all failed or never ended
+    (a crash leaves them "running"), or a compile warm-up failed; then runs go eager."""
+    if any(w.get("status") == "failed" and w.get("compile_error") for w in warmed):
+        return False
     if not record:
         return True
     compiled = [e for e in record.get("entries", []) if e.get("compiled") and e.get("pipeline") == "ours"]
-    return not compiled or any(e.get("status") == "measured" for e in compiled) or \
-        not any(e.get("status") == "failed" for e in compiled)
+    if any(e.get("status") == "measured" for e in compiled):
+        return True
+    return not any(e.get("status") in ("failed", "running") for e in compiled)
+
+
+COMPILE_TRACES = ("torch._dynamo", "torch._inductor", "triton", "InductorError", "BackendCompilerFailed")
+
+
+def compile_failed(text) -> bool:
+    """Whether a log (a file, or its text) shows that compiling, not training, is what failed."""
+    if isinstance(text, Path):
+        try:
+            text = text.read_text()[-20000:]
+        except OSError:
+            return False
+    return any(t in text for t in COMPILE_TRACES)
 
 
 def measured_speed(record, cfg, compiled):
@@ -101,12 +120,16 @@ def measured_speed(record, cfg, compiled):
     return speed.images_per_s(record, batch=None, compiled=None, lrn_impl=None)
 
 
+COMPILE_FLOOR_S = 45.0  # a graph the benchmark did not compile (another network, batch): assume at least this
+GUESSED_GPU_SPEED = 4000.0  # img/s when the benchmark measured nothing: slow on purpose, so estimates err long
+
+
 def overhead_seconds(record, compiled):
-    """Start-up of a run beyond its epochs: process, data from the cache, and compiling (cached after the first)."""
+    """Start-up of a run beyond its epochs: process, data from the cache, and compiling the run's graphs."""
     from alexnet_nb import speed
 
-    compile_s = speed.compile_seconds(record) if (record and compiled) else 0.0
-    return 20.0 + (compile_s or 0.0)
+    compile_s = (speed.compile_seconds(record) or 0.0) if record else 0.0
+    return 20.0 + (max(compile_s, COMPILE_FLOOR_S) if compiled else 0.0)
 
 
 # ---------------------------------------------------------------------------
@@ -135,21 +158,31 @@ def _draw(folder):
 
 
 def run_logged(cmd, log_file, timeout):
-    """Run ``cmd`` with its output in ``log_file``; its exit status, or why it was killed."""
+    """Run ``cmd`` with its output in ``log_file`` (unbuffered: a killed run keeps its last lines); its exit
+    status, or why it was killed."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_file, "w") as out:
         try:
-            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=timeout).returncode
+            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=max(timeout, 1),
+                                  env=env).returncode
         except subprocess.TimeoutExpired:
             return f"killed after {timeout:.0f} s"
 
 
-def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False):
-    """Train one plan entry in its own process; copy its history and summary into ``out_dir/<name>/``."""
+def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False,
+              hard_limit=None):
+    """Train one plan entry in its own process; copy its history and summary into ``out_dir/<name>/``.
+
+    ``time_limit`` is the run's own ``--time-limit`` (it stops cleanly before an epoch that would pass it);
+    ``hard_limit`` kills it if it has not ended by then. Only the last checkpoint is written: the results
+    are the history and summary, and a 460 MB save every epoch would cost minutes of GPU time.
+    """
     run_dir = Path(runs_dir) / entry.name
     result = Path(out_dir) / entry.name
     result.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "alexnet_nb.train", *entry.flags(chosen), "--name", entry.name,
-           "--out-dir", str(run_dir), "--overwrite", "--no-progress", "--time-limit", f"{max(time_limit, 1):.0f}"]
+           "--out-dir", str(run_dir), "--overwrite", "--no-progress", "--time-limit", f"{max(time_limit, 1):.0f}",
+           "--checkpoint-every", "1000"]
     if quick:
         cmd += ["--quick"]  # tiny sizes; the entry's own flags (its epochs) still win
     if quick or eager:  # eager when the benchmark saw compiling fail on this machine
@@ -158,7 +191,7 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
         cmd += ["--source", str(source)]
     log(f"--> {entry.name}: {' '.join(cmd[3:])}")
     started = time.monotonic()
-    status = run_logged(cmd, result / "train.log", timeout=time_limit + 120)
+    status = run_logged(cmd, result / "train.log", timeout=hard_limit if hard_limit is not None else time_limit + 120)
     for name in RUN_FILES[:3]:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, result / name)
@@ -168,16 +201,26 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
         (result / "summary.json").write_text(json.dumps(summary, indent=2))
         _draw(result)
     tail = (result / "train.log").read_text().strip().splitlines()[-1:] if (result / "train.log").exists() else []
-    return summary, status, time.monotonic() - started, (tail[0] if tail else "")
+    return summary, status, time.monotonic() - started, (tail[0] if tail else ""), result / "train.log"
 
 
-def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, log=print, done_in=(RESULTS,)):
-    """Run the plan's unfinished entries in order while their estimated time fits; returns the table rows."""
+def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, log=print, done_in=(RESULTS,),
+             warmed=(), after_each=None):
+    """Run the plan's unfinished entries in order while their estimated time fits; returns the table rows.
+
+    ``after_each()`` is called after every run (the GPU command packs what it has). When compiling breaks a
+    run, that run is tried once more eagerly and the rest go eager. When nothing has run yet and the first
+    entry does not fit but at least ``MIN_PARTIAL_S`` are left, it runs anyway, to be cut off: a partial
+    curve and a measured speed are worth more than an idle GPU.
+    """
     known = summaries(*done_in, out_dir)
     chosen, reason = plan_lib.choose(plan, known)
     log(reason)
-    rows = []
-    for entry in plan.entries:
+    rows, started_any = [], False
+    compiled = not quick and gpu() and compile_works(record, warmed)
+    queue = list(plan.entries)
+    while queue:
+        entry = queue.pop(0)
         if plan_lib.finished(known.get(entry.name)):
             rows.append((entry.name, "done", "results already there"))
             continue
@@ -186,19 +229,31 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             continue
         extra = dict(plan_lib.QUICK_SIZES) if quick else {}
         cfg = entry.config(chosen, **extra)
-        compiled = not quick and gpu() and compile_works(record)
         speed = measured_speed(record, cfg, compiled)
+        if speed is None and gpu() and not quick:
+            speed = GUESSED_GPU_SPEED
         if speed is None:
             rows.append((entry.name, "skipped", "no speed measured yet to estimate its time"))
             continue
         sizes = plan_lib.quick_images() if quick else (plan_lib.TRAIN_IMAGES, plan_lib.EVAL_IMAGES)
         need = plan_lib.estimate_seconds(cfg, speed, overhead_seconds(record, compiled), *sizes)
         left = clock.left() - PACK_SECONDS
-        if need > left:
+        partial = need > left and not started_any and left >= MIN_PARTIAL_S and not quick
+        if need > left and not partial:
             rows.append((entry.name, "skipped", f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"))
             continue
-        summary, status, took, tail = run_entry(entry, chosen, out_dir, runs_dir, left, quick, source, log,
-                                                eager=not compiled)
+        if partial:
+            log(f"{entry.name} needs ~{need:.0f} s, {left:.0f} s are left: running it anyway, to be cut off")
+        started_any = True
+        summary, status, took, tail, log_file = run_entry(
+            entry, chosen, out_dir, runs_dir, left - 10, quick, source, log, eager=not compiled,
+            hard_limit=clock.left() - PACK_SECONDS / 2)
+        if (summary is None or status != 0) and compiled and compile_failed(log_file):
+            log(f"{entry.name}: compiling failed ({tail[:120]}); this run again and the rest run eagerly")
+            compiled = False
+            rows.append((entry.name, "failed", f"compiled: {tail[:150]}; retried eagerly"))
+            queue.insert(0, entry)
+            continue
         if summary is None or status != 0:
             rows.append((entry.name, "failed", f"exit {status} after {took:.0f} s: {tail[:150]}"))
         elif plan_lib.finished(summary):
@@ -209,12 +264,13 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             rows.append((entry.name, "cut off", f"{summary['epochs_done']} of {summary['epochs_planned']} epochs "
                          f"({summary.get('stopped')}); not counted as finished"))
         known[entry.name] = summary or known.get(entry.name)
+        if after_each:
+            after_each()
         if chosen is None:
             chosen, reason = plan_lib.choose(plan, known)
             if chosen is not None:
                 log(reason)
-    if not any(status in ("finished", "cut off", "failed") for _, status, _ in rows) and \
-            any(status == "skipped" for _, status, _ in rows):
+    if not started_any and any(status == "skipped" for _, status, _ in rows):
         log(f"nothing fits in what is left of the budget ({max(clock.left() - PACK_SECONDS, 0):.0f} s); "
             "nothing was started")
     return rows

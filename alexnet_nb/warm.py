@@ -17,6 +17,16 @@ from alexnet_nb import cli, data, evaluate, train
 from alexnet_nb import step as step_lib
 
 
+# What decides the compiled graphs of a run: the network and the shapes. Recipes that differ only in the
+# schedule, the augmentation, the loss's label smoothing or the moving average share their graphs.
+GRAPH_FIELDS = ("groups", "lrn", "lrn_alpha", "lrn_impl", "pool", "activation", "dropout", "dropout_position",
+                "batch_size", "eval_batch_size", "eval_flip", "precision", "channels_last", "classes")
+
+
+def graph_key(cfg) -> str:
+    return " ".join(f"{f}={getattr(cfg, f)}" for f in GRAPH_FIELDS)
+
+
 def warm(cfg, num_classes=200, steps=3):
     """Seconds spent: ``steps`` training steps and one evaluation on random data, as the run would do them."""
     device = train.pick_device(cfg, 0)

@@ -1,0 +1,117 @@
+"""The plan runner's decisions, with the training process faked: estimates, eager fallback, partial runs."""
+
+from pathlib import Path
+
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from alexnet_nb import plan as plan_lib, runner, speed, step
+
+PLAN = """
+[choose]
+candidates = ["a"]
+
+[[experiment]]
+name = "a"
+recipe = "paper"
+epochs = 30
+why = "first"
+
+[[experiment]]
+name = "b"
+recipe = "blog"
+epochs = 30
+why = "second"
+"""
+
+
+def fake_run(outcomes, calls):
+    """A stand-in for run_entry: each call takes the next outcome (summary, status, log text)."""
+    def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick, source, log, eager=False, hard_limit=None):
+        summary, status, text = outcomes.pop(0)
+        calls.append((entry.name, eager, round(time_limit)))
+        log_file = Path(out_dir) / f"{entry.name}-{len(calls)}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(text)
+        return summary, status, 1.0, text.splitlines()[-1] if text else "", log_file
+    return run_entry
+
+
+def finished(name):
+    return {"finished": True, "recipe": name, "epochs_done": 30, "epochs_planned": 30,
+            "final": {"val_top1": 40.0, "val_top5": 65.0, "holdout_top1": 41.0}}
+
+
+def test_a_compile_failure_is_retried_eagerly_and_the_rest_run_eagerly(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text(PLAN)
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    calls = []
+    crash = "Traceback ...\ntorch._inductor.exc.InductorError: LoweringException: something"
+    monkeypatch.setattr(runner, "run_entry", fake_run([(None, 1, crash), (finished("paper"), 0, "ok"),
+                                                       (finished("blog"), 0, "ok")], calls))
+    record = speed.example_record(images_per_s=100_000.0, compile_s=10.0)
+    rows = runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(10_000), tmp_path / "out",
+                           tmp_path / "runs", record, done_in=())
+    assert [(name, eager) for name, eager, _ in calls] == [("a", False), ("a", True), ("b", True)]
+    assert [r[1] for r in rows] == ["failed", "finished", "finished"] and "retried eagerly" in rows[0][2]
+
+
+def test_a_training_failure_is_not_blamed_on_the_compiler(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text(PLAN)
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    calls = []
+    monkeypatch.setattr(runner, "run_entry", fake_run([(None, 1, "torch.OutOfMemoryError: CUDA out of memory"),
+                                                       (finished("blog"), 0, "ok")], calls))
+    record = speed.example_record(images_per_s=100_000.0, compile_s=10.0)
+    rows = runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(10_000), tmp_path / "out",
+                           tmp_path / "runs", record, done_in=())
+    assert [(name, eager) for name, eager, _ in calls] == [("a", False), ("b", False)]
+    assert rows[0][1] == "failed" and "out of memory" in rows[0][2]
+
+
+def test_the_first_run_goes_ahead_to_be_cut_off_when_nothing_would_fit(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text(PLAN)
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    calls = []
+    cut = dict(finished("paper"), finished=False, epochs_done=7, stopped="time limit")
+    monkeypatch.setattr(runner, "run_entry", fake_run([(cut, 0, "ok")], calls))
+    record = speed.example_record(images_per_s=1000.0, compile_s=10.0)  # 30 epochs need ~3,600 s
+    logged = []
+    rows = runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(400), tmp_path / "out",
+                           tmp_path / "runs", record, log=logged.append, done_in=())
+    assert [name for name, _, _ in calls] == ["a"] and calls[0][2] <= 400 - runner.PACK_SECONDS
+    assert rows[0][1] == "cut off" and rows[1][1] == "skipped"  # only the first goes ahead, and only once
+    assert any("running it anyway, to be cut off" in line for line in logged)
+
+
+def test_compiling_counts_as_broken_only_on_evidence():
+    record = speed.example_record()
+    assert runner.compile_works(record) and runner.compile_works(None)
+    for e in record["entries"]:
+        if e["compiled"]:
+            e.update(status="running", images_per_s=None)  # the process died mid-compile
+    assert not runner.compile_works(record)
+    assert not runner.compile_works(None, warmed=[{"status": "failed", "compile_error": True}])
+    assert runner.compile_works(None, warmed=[{"status": "failed", "compile_error": False}])  # a timeout
+    assert runner.compile_failed("x\ntorch._dynamo.exc.BackendCompilerFailed: ...")
+    assert not runner.compile_failed("torch.OutOfMemoryError: CUDA out of memory")
+
+
+def test_the_moving_average_matches_pytorchs_without_a_host_sync():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    ours, reference = step.make_ema(net, 0.9), AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(0.9))
+    for _ in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        ours.update(net)
+        reference.update_parameters(net)
+    for a, b in zip(ours.module.parameters(), reference.module.parameters()):
+        torch.testing.assert_close(a, b)
+    state = ours.state_dict()
+    assert int(state["n_averaged"]) == 4 and set(state) == set(reference.state_dict())
+    again = step.make_ema(net, 0.9)
+    again.load_state_dict(state)
+    assert again.n_averaged == 4 and all(torch.equal(a, b) for a, b in zip(again.module.parameters(),
+                                                                         ours.module.parameters()))
