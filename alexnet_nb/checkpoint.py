@@ -144,4 +144,6 @@ def load_checkpoint(path, device=None, weights="scored"):
     else:
         net.load_state_dict(state["model"])
     net.to(device).eval()
+    if cfg.channels_last:  # the layout the run computed in: the same kernels, the same numbers
+        net.to(memory_format=torch.channels_last)
     return net, cfg, history_frame(state)

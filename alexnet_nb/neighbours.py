@@ -19,26 +19,6 @@ import torch
 from alexnet_nb import augment, evaluate
 
 
-def _fc7_function(net):
-    """A function images -> fc7 features: the network's own accessor, else a hook on ``classifier.relu7``."""
-    if hasattr(net, "fc7_features"):
-        return net.fc7_features
-    classifier = getattr(net, "classifier", None)
-    layer = next((getattr(classifier, n) for n in ("relu7", "tanh7") if hasattr(classifier, n)), None)
-    if layer is None:
-        raise ValueError("the network has neither fc7_features() nor a module named relu7 in net.classifier")
-
-    def run(x):
-        found = []
-        handle = layer.register_forward_hook(lambda m, i, out: found.append(out))
-        try:
-            net(x)
-        finally:
-            handle.remove()
-        return found[0]
-    return run
-
-
 @torch.no_grad()
 def fc7_features(net, images_u8, batch_size=256, device=None, crop_size=augment.CROP_SIZE,
                  dtype=torch.float16) -> torch.Tensor:
@@ -49,7 +29,6 @@ def fc7_features(net, images_u8, batch_size=256, device=None, crop_size=augment.
     fp16 anyway); on a CPU in fp32.
     """
     device = torch.device(device) if device is not None else next(net.parameters()).device
-    features = _fc7_function(net)
     was_training = net.training
     net.eval()
     out = []
@@ -58,7 +37,7 @@ def fc7_features(net, images_u8, batch_size=256, device=None, crop_size=augment.
         for start in range(0, len(images_u8), batch_size):
             x = augment.center_view(images_u8[start:start + batch_size].to(device), crop_size=crop_size)
             with evaluate.autocast(device, amp):
-                out.append(features(x).to("cpu", dtype))
+                out.append(net.fc7_features(x).to("cpu", dtype))
     finally:
         net.train(was_training)
     return torch.cat(out)

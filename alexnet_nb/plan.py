@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnet_nb import config as config_lib
+from alexnet_nb.bench_record import EPOCH_IMAGES
 
 CHOSEN = "@chosen"
 DEFAULT_PLAN = Path("experiments") / "plan.toml"
-TRAIN_IMAGES, EVAL_IMAGES = 90_000, 20_000  # per epoch: train minus holdout; holdout + val
+TRAIN_IMAGES = EPOCH_IMAGES  # per epoch: the training images less the holdout
+EVAL_IMAGES = 20_000  # per epoch: the holdout and val, 10,000 each
 EVAL_SPEEDUP = 3.0  # a forward pass costs about a third of forward + backward
 # Quick mode (the tests): every entry shrunk to tiny sizes on generated data; its epochs stay the plan's.
 QUICK_SIZES = {k: v for k, v in config_lib.QUICK.items() if k not in ("name", "epochs")}
@@ -37,18 +39,20 @@ class Entry:
     overrides: dict = field(default_factory=dict)
     why: str = ""
 
-    def config(self, chosen=None, **extra) -> config_lib.Config:
-        """This entry's Config (``chosen``: the recipe that ``@chosen`` stands for)."""
+    def recipe_name(self, chosen=None) -> str:
         name = chosen if self.recipe == CHOSEN else self.recipe
         if name is None:
             raise PlanError(f"{self.name}: the recipe is not chosen yet")
-        return config_lib.recipe(name, **{**self.overrides, "epochs": self.epochs, "seed": self.seed,
+        return name
+
+    def config(self, chosen=None, **extra) -> config_lib.Config:
+        """This entry's Config (``chosen``: the recipe that ``@chosen`` stands for)."""
+        return config_lib.recipe(self.recipe_name(chosen), **{**self.overrides, "epochs": self.epochs, "seed": self.seed,
                                           "name": self.name, **extra})
 
     def flags(self, chosen=None) -> list:
         """The ``python -m alexnet_nb.train`` flags of this entry."""
-        name = chosen if self.recipe == CHOSEN else self.recipe
-        args = ["--recipe", name, "--epochs", str(self.epochs), "--seed", str(self.seed)]
+        args = ["--recipe", self.recipe_name(chosen), "--epochs", str(self.epochs), "--seed", str(self.seed)]
         for key, value in self.overrides.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -64,9 +68,6 @@ class Plan:
     candidates: tuple
     rule: str
     path: str = ""
-
-    def entry(self, name):
-        return next(e for e in self.entries if e.name == name)
 
 
 def load(path=DEFAULT_PLAN) -> Plan:
@@ -104,7 +105,7 @@ def load(path=DEFAULT_PLAN) -> Plan:
     missing = [c for c in candidates if c not in seen]
     if missing:
         raise PlanError(f"{path}: candidates {missing} are not experiments of the plan")
-    if any(entries[[e.name for e in entries].index(c)].recipe == CHOSEN for c in candidates):
+    if any(e.name in candidates and e.recipe == CHOSEN for e in entries):
         raise PlanError(f"{path}: a candidate cannot itself use {CHOSEN}")
     if any(e.recipe == CHOSEN for e in entries) and not candidates:
         raise PlanError(f"{path}: entries use {CHOSEN} but [choose] lists no candidates")

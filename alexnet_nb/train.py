@@ -138,12 +138,11 @@ def prepare_data(cfg, device, progress=True):
         if cfg.classes > len(train.classes):
             raise ConfigError("classes", cfg.classes, f"the dataset at {source} has {len(train.classes)} classes")
         train, val = train.take_classes(cfg.classes), val.take_classes(cfg.classes)
-    smallest = int(train.counts().min())
-    if cfg.holdout_per_class >= smallest:
-        raise ConfigError("holdout_per_class", cfg.holdout_per_class,
-                          f"must leave training images: the smallest class at {source} has {smallest}")
     # Seed 0, not cfg.seed: the holdout stays the same images whatever the run's seed.
-    train, holdout = data.holdout_split(train, per_class=cfg.holdout_per_class, seed=0)
+    try:
+        train, holdout = data.holdout_split(train, per_class=cfg.holdout_per_class, seed=0)
+    except ValueError as e:  # too many per class for this dataset: say it as the flag's error
+        raise ConfigError("holdout_per_class", cfg.holdout_per_class, f"{e}, in {source}") from None
     train = _limit(train, cfg.max_train_images, cfg.seed)
     holdout = _limit(holdout, cfg.max_eval_images, 1)
     val = _limit(val, cfg.max_eval_images, 2)

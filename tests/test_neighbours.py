@@ -1,10 +1,7 @@
 """fc7 features and the nearest-neighbour search of the paper's figure 4 (right)."""
 
-from collections import OrderedDict
-
 import pytest
 import torch
-from torch import nn
 
 from alexnet_nb import augment, model, neighbours
 
@@ -24,31 +21,6 @@ def test_fc7_features_are_relu7_outputs_of_the_centre_view(position):
     torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
     assert (features >= 0).all() and (features > 0).any()
     assert neighbours.fc7_features(net, images).dtype == torch.float16  # stored compactly by default
-
-
-class NoAccessor(nn.Module):
-    """A network without fc7_features: the search falls back to a hook on classifier.relu7."""
-
-    def __init__(self):
-        super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 2, 4, stride=32), nn.Flatten())
-        self.classifier = nn.Sequential(OrderedDict(fc7=nn.Linear(98, 6), relu7=nn.ReLU(), drop7=nn.Dropout(0.5),
-                                                    fc8=nn.Linear(6, 2)))
-
-    def forward(self, x):
-        return self.classifier(self.features(x))
-
-
-def test_a_hook_on_relu7_stands_in_for_the_accessor():
-    torch.manual_seed(0)
-    net = NoAccessor()
-    images = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
-    features = neighbours.fc7_features(net, images, dtype=torch.float32)
-    with torch.no_grad():
-        expected = torch.relu(net.classifier.fc7(net.features(augment.center_view(images))))
-    torch.testing.assert_close(features, expected)
-    with pytest.raises(ValueError, match="relu7"):
-        neighbours.fc7_features(nn.Sequential(nn.Flatten()).append(nn.Linear(3, 3)), images)
 
 
 def test_nearest_matches_a_brute_force_search_across_chunks():
