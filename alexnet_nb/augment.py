@@ -59,6 +59,8 @@ def _constant(name, device):
 
 
 def _device_constant(name, device):
+    if torch.compiler.is_compiling():  # traced into a compiled step: a constant of the graph, made once there
+        return torch.tensor(globals()[name], dtype=torch.float32, device=device)
     # Normalize the key so that "cuda", "cuda:0" and torch.device("cuda") share one entry.
     device = torch.device(device if device is not None else "cpu")
     if device.type == "cuda" and device.index is None:

@@ -19,17 +19,23 @@ The record (JSON), rewritten atomically before and after every entry:
 - the model: ``flops_per_image`` (one training image: 3 passes x 2 x
   multiply-adds), ``peak_flops`` and ``peak_precision`` (data sheet; null
   when unknown), ``projection`` (null, or ``entry``, ``fraction_of_peak``,
-  ``t4_30_epochs_min``, ``assumption``), ``profile`` (single mode, ``--profile``);
+  ``t4_30_epochs_min``, ``assumption``: what training runs, no variant), ``profile`` (single mode,
+  ``--profile``);
 - ``entries``, one per planned entry, in the order run: ``id``, ``what``
   (step | input), ``pipeline`` (ours | blog), ``batch``, ``compiled``,
-  ``lrn_impl``, ``status`` (pending | running: cut off; measured | skipped |
+  ``lrn_impl``, ``variant`` (None: the default way of compiling; else a key of
+  ``VARIANTS``), ``status`` (pending | running: cut off; measured | skipped |
   failed), ``reason`` (why not measured: the budget, the exception's first
   line...), ``images_per_s`` (the median), ``repeats_images_per_s``,
   ``steps``, ``warmup``, ``repeats``, ``first_step_s``, ``compile_s``
   (compiled only: ``first_step_s`` less one steady step), ``wall_s`` (the
   whole entry), ``estimate_s`` (the budget's guess beforehand), ``vs_blog``
   (over the blog's whole step) and, for ours steps where the peak is known,
-  ``tflops`` and ``fraction_of_peak``.
+  ``tflops`` and ``fraction_of_peak``; with ``--profile`` in the matrix, each
+  compiled step of ours at the first batch size also has ``profile``: ``steps``,
+  ``wall_s``, ``kernel_s`` (the GPU kernels' time in them), ``gpu_busy`` (the
+  ratio: well under 1 means the GPU waits for Python) and ``table`` (the ops
+  that cost most, by their own device time).
 """
 
 import json
@@ -92,12 +98,23 @@ def flops_per_image():
 # Entries, and reading a record back (the experiment runner's view)
 
 
-def new_entry(what, pipeline, batch, compiled=False, lrn_impl="slices"):
-    """A planned entry, not measured yet: ``what`` step | input, ``pipeline`` ours | blog."""
+# Ways of compiling our step beyond the default (Config's compile_scope and compile_mode), measured as
+# candidates: variant name -> (compile_scope, compile_mode, label).
+VARIANTS = {
+    "cudagraphs": ("net", "reduce-overhead", "compiled, CUDA graphs"),
+    "whole-step": ("step", "default", "compiled whole step"),
+    "whole-step-cudagraphs": ("step", "reduce-overhead", "whole step, CUDA graphs"),
+}
+
+
+def new_entry(what, pipeline, batch, compiled=False, lrn_impl="slices", variant=None):
+    """A planned entry, not measured yet: ``what`` step | input, ``pipeline`` ours | blog; ``variant`` (a key of
+    ``VARIANTS``, compiled steps of ours only) or None, the default way of compiling."""
     lrn_impl = "torch" if pipeline == "blog" else lrn_impl if what == "step" else None
     kind = f"-{'compiled' if compiled else 'eager'}-{lrn_impl}" if (what, pipeline) == ("step", "ours") else ""
+    kind += f"-{variant}" if variant else ""
     return dict(id=f"{pipeline}-{what}{kind}-b{batch}", what=what, pipeline=pipeline, batch=batch,
-                compiled=compiled, lrn_impl=lrn_impl, status="pending",
+                compiled=compiled, lrn_impl=lrn_impl, variant=variant, status="pending",
                 reason="not reached: the run was cut off before it", images_per_s=None)
 
 
@@ -105,25 +122,31 @@ def _load(record):
     return record if isinstance(record, dict) else json.loads(Path(record).read_text())
 
 
-def matching(record, what="step", pipeline="ours", batch=128, compiled=True, lrn_impl="slices"):
+ANY = "any"  # a variant that matches every way of compiling
+
+
+def matching(record, what="step", pipeline="ours", batch=128, compiled=True, lrn_impl="slices", variant=None):
     """The entries of ``record`` (a dict or a JSON path) with these settings, in the record's order.
 
-    ``None`` matches any value. ``compiled`` and ``lrn_impl`` only select among
-    our steps: the blog's step and the input pipelines have one setting each.
+    ``None`` matches any value, except for ``variant``: None is the default way
+    of compiling (what training runs), ``ANY`` every way. ``compiled``,
+    ``lrn_impl`` and ``variant`` only select among our steps: the blog's step
+    and the input pipelines have one setting each.
     """
     want = dict(what=what, pipeline=pipeline, batch=batch)
     if (what, pipeline) == ("step", "ours"):
         want.update(compiled=compiled, lrn_impl=lrn_impl)
-    return [e for e in _load(record).get("entries", []) if all(v is None or e[k] == v for k, v in want.items())]
+    return [e for e in _load(record).get("entries", []) if all(v is None or e[k] == v for k, v in want.items())
+            and (variant == ANY or (what, pipeline) != ("step", "ours") or e.get("variant") == variant)]
 
 
-def images_per_s(record, batch=128, compiled=True, lrn_impl="slices", pipeline="ours", what="step"):
+def images_per_s(record, batch=128, compiled=True, lrn_impl="slices", pipeline="ours", what="step", variant=None):
     """The median images/s measured with these settings, or None (not planned, skipped, failed, cut off).
 
     With ``None`` for a setting, the first measured match in the record's
     order, which is the order of importance (the first batch size first).
     """
-    return next((e["images_per_s"] for e in matching(record, what, pipeline, batch, compiled, lrn_impl)
+    return next((e["images_per_s"] for e in matching(record, what, pipeline, batch, compiled, lrn_impl, variant)
                  if e["status"] == "measured"), None)
 
 
@@ -170,8 +193,9 @@ def derive(record):
         if (e["what"], e["pipeline"]) == ("step", "ours") and peak:
             e["tflops"] = e["images_per_s"] * flops / 1e12
             e["fraction_of_peak"] = e["images_per_s"] * flops / peak
-    ours = [e for e in measured if "fraction_of_peak" in e]
-    # The projection is for the recipe's batch when it was measured, else for the fastest.
+    ours = [e for e in measured if "fraction_of_peak" in e and not e.get("variant")]
+    # The projection is for what training runs (no candidate variant), at the recipe's batch when it was
+    # measured, else for the fastest.
     best = max([e for e in ours if e["batch"] == config.Config.batch_size] or ours,
                key=lambda e: e["images_per_s"], default=None)
     record["projection"] = None if best is None else dict(
@@ -189,7 +213,8 @@ def _label(e):
         return "ours input: indices+augment" if e["pipeline"] == "ours" else "blog input: DataLoader"
     if e["pipeline"] == "blog":
         return "blog step: fp32 NCHW eager"
-    return f"ours step: {'compiled' if e['compiled'] else 'eager'}, LRN {e['lrn_impl']}"
+    how = VARIANTS[e["variant"]][2] if e.get("variant") else "compiled" if e["compiled"] else "eager"
+    return f"ours step: {how}, LRN {e['lrn_impl']}"
 
 
 def _num(v):
@@ -214,8 +239,8 @@ def row(e, n):
     """One line of the table: entry ``e``, numbered ``n``."""
     label, batch, ips, ratio, runs, notes = _cells(e)
     if e["status"] != "measured":
-        return f"{n:>2} {label:<31} {batch:>5}   {notes}"
-    return f"{n:>2} {label:<31} {batch:>5} {ips:>10} {ratio:>8}  {runs:<24} {notes}".rstrip()
+        return f"{n:>2} {label:<46} {batch:>5}   {notes}"
+    return f"{n:>2} {label:<46} {batch:>5} {ips:>10} {ratio:>8}  {runs:<24} {notes}".rstrip()
 
 
 def _settings(r):
@@ -256,7 +281,7 @@ def table(record) -> str:
              f"median of {r['repeats']} repeats of {r['steps']} steps ({r['pipeline_steps']} batches for inputs) "
              f"after {r['warmup']} warm-up; a step = augmentation + forward + backward + SGD update",
              _settings(r),
-             f"{'#':>2} {'entry':<31} {'batch':>5} {'images/s':>10} {'vs blog':>8}  {'repeats':<24} notes"]
+             f"{'#':>2} {'entry':<46} {'batch':>5} {'images/s':>10} {'vs blog':>8}  {'repeats':<24} notes"]
     rows, foot = [row(e, i + 1) for i, e in enumerate(entries)], _footer(r)
     text = "\n".join(lines + rows + foot)
     while len(text) > TABLE_LIMIT and rows:  # many batch sizes: the record keeps every row

@@ -76,6 +76,8 @@ class Config:
     precision: str = "auto"  # auto: bf16 on compute capability >= 8, fp16 + GradScaler below, fp32 on CPU
     channels_last: bool = True  # NHWC memory layout: what tensor cores want
     compile: bool | None = None  # torch.compile training and evaluation; None: on a GPU yes, on a CPU no
+    compile_mode: str = "default"  # default | reduce-overhead: the training step's graphs replayed as CUDA graphs
+    compile_scope: str = "net"  # net: the network compiled | step: augmentation, network and loss as one graph
     fused_sgd: bool | None = None  # SGD's fused kernel; None: on a GPU yes, on a CPU no
     device: str | None = None  # None: the GPU when there is one (cuda:LOCAL_RANK under DDP), else the CPU
     # --- bookkeeping ---
@@ -115,7 +117,8 @@ class Config:
 
 CHOICES = {"schedule": ("paper", "step", "linear", "cosine", "onecycle"), "precision": ("auto", "fp32", "fp16", "bf16"),
            "init": ("default", "paper", "pytorch"), "dropout_position": ("after", "before"),
-           "lrn_impl": ("slices", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2), "pool": (2, 3)}
+           "lrn_impl": ("slices", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2), "pool": (2, 3),
+           "compile_mode": ("default", "reduce-overhead"), "compile_scope": ("net", "step")}
 QUICK = dict(classes=4, holdout_per_class=2, max_train_images=16, max_eval_images=8, epochs=2, batch_size=8,
              eval_batch_size=8, precision="fp32", name="quick", log_every=1)
 

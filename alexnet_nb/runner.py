@@ -59,7 +59,8 @@ class Log:
 
 def speed_record(state=STATE, committed=RESULTS, device=None):
     """The benchmark record to estimate with: this machine's (``state``), else a committed one measured on
-    the same kind of device with the same torch (``device``: its name), else None."""
+    the same kind of device with the same torch (``device``: its name) that holds every entry the matrix
+    plans now (a record from before new candidates were added is measured again), else None."""
     for folder, same_device_only in ((state, False), (committed, True)):
         for path in sorted(Path(folder).glob("bench-*.json"), reverse=True):
             try:
@@ -69,9 +70,17 @@ def speed_record(state=STATE, committed=RESULTS, device=None):
             if "entries" not in record:  # a `bench data` record
                 continue
             if not same_device_only or (device and record.get("device") == device
-                                        and record.get("torch") == _torch_version()):
+                                        and record.get("torch") == _torch_version() and covers_matrix(record)):
                 return record
     return None
+
+
+def covers_matrix(record, batch=128) -> bool:
+    """Whether ``record`` holds every entry that the GPU command's speed matrix (at ``batch``) plans now."""
+    from alexnet_nb import speed
+
+    have = {e.get("id") for e in record.get("entries", [])}
+    return all(e["id"] in have for e in speed.plan([batch], gpu=True))
 
 
 def _torch_version():

@@ -12,8 +12,12 @@ compile time ``compile_s``).
 The matrix (``--matrix``), most important first, so that a run cut short
 keeps the head: (1) ours compiled, new LRN ("slices"), first batch size (128
 on a GPU: the target); (2) the blog's step at that batch, the reference of
-every ratio; (3, 4) ours eager with the new and the old LRN
-(``nn.LocalResponseNorm``); (5, 6) the input pipelines alone; then ours
+every ratio; (3, 4) the candidate ways of compiling that may close the gap to
+the 30,000 images/s target (``bench_record.VARIANTS``): the network's graphs
+as CUDA graphs, then augmentation + network + loss as one graph replayed as
+CUDA graphs; (5, 6) ours eager with the new and the old LRN
+(``nn.LocalResponseNorm``); (7, 8) the input pipelines alone; (9) the whole
+step compiled without CUDA graphs (which half of the pair helps); then ours
 eager, new LRN, at the other batch sizes (no compile: cheap); ours compiled
 with the old LRN at the first batch (does compiling make the LRN choice
 moot?); ours compiled at the other batch sizes (a compile each); ours eager,
@@ -45,7 +49,8 @@ from pathlib import Path
 import torch
 
 from alexnet_nb import baseline, config, data, env, files, step
-from alexnet_nb.bench_record import NUM_CLASSES, SCHEMA, derive, flops_per_image, new_entry, peak_flops, row, table
+from alexnet_nb.bench_record import (NUM_CLASSES, SCHEMA, VARIANTS, derive, flops_per_image, new_entry, peak_flops,
+                                     row, table)
 from alexnet_nb.bench_record import (  # noqa: F401 (the experiment runner reads records through speed)
     compile_seconds, example_record, images_per_s, markdown, matching)
 
@@ -76,8 +81,9 @@ def plan(batches, matrix=True, compile=None, gpu=True, lrn_impl="slices"):
     if not matrix:
         return [ours(b0, step.on_gpu(compile, "cuda" if gpu else "cpu"), lrn_impl), new_entry("step", "blog", b0),
                 *inputs]
-    entries = ([ours(b0, True, "slices"), new_entry("step", "blog", b0), ours(b0, False, "slices"),
-                ours(b0, False, "torch"), *inputs] + [ours(b, False, "slices") for b in rest]
+    variants = [new_entry("step", "ours", b0, True, "slices", v) for v in VARIANTS]
+    entries = ([ours(b0, True, "slices"), new_entry("step", "blog", b0), *variants[::2], ours(b0, False, "slices"),
+                ours(b0, False, "torch"), *inputs, variants[1]] + [ours(b, False, "slices") for b in rest]
                + [ours(b0, True, "torch")] + [ours(b, True, "slices") for b in rest]
                + [ours(b, False, "torch") for b in rest])
     for e in entries:
@@ -140,9 +146,10 @@ class _Run:
             files.atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def config(self, entry):
+        scope, mode, _ = VARIANTS[entry["variant"]] if entry.get("variant") else ("net", "default", "")
         return config.recipe("paper", batch_size=entry["batch"], compile=entry["compiled"],
                              lrn_impl=entry["lrn_impl"] or "slices", precision=self.args.precision,
-                             device=str(self.device))
+                             device=str(self.device), compile_scope=scope, compile_mode=mode)
 
     def draw(self, cfg):
         """``draw() -> (images_u8, labels, params)``: a batch as the training loop draws one."""
@@ -184,24 +191,50 @@ class _Run:
         result = measure(fn, warmup, steps, a.repeats, self.device, b)
         if entry["compiled"] and result["first_step_s"] is not None:
             result["compile_s"] = max(0.0, result["first_step_s"] - b / result["images_per_s"])
-        if a.profile and not a.matrix and entry["what"] == "step" and entry["pipeline"] == "ours":
-            self.record["profile"] = profile(fn, a.profile, self.device)
-            print(self.record["profile"])
+        if profiled(entry, a):
+            try:
+                found = profile(fn, a.profile, self.device, step_s=b / result["images_per_s"])
+            except Exception as exc:  # a profile is a diagnosis: its failure must not lose the measurement
+                found = dict(error=_first_line(exc))
+            if a.matrix:
+                result["profile"] = found
+            else:
+                self.record["profile"] = found
+                print(found.get("table") or found.get("error"))
         return result
 
 
-def profile(fn, steps, device, rows=25):
-    """torch.profiler's table of the ops that cost most over ``steps`` calls of ``fn()``."""
+def profiled(entry, args) -> bool:
+    """Whether ``--profile`` profiles this entry: our step in a single run; in the matrix, each compiled step of
+    ours at the first batch size (the target's), whose kernels the speed work must go after."""
+    if not args.profile or (entry["what"], entry["pipeline"]) != ("step", "ours"):
+        return False
+    return not args.matrix or (entry["compiled"] and entry["batch"] == args.batch_sizes[0])
+
+
+def profile(fn, steps, device, step_s=None, rows=25):
+    """``steps`` calls of ``fn()`` under torch.profiler: the ops that cost most (by their own device time on a
+    GPU, CPU time on a CPU), and on a GPU the kernels' time per step against ``step_s``, the unprofiled step
+    (``gpu_busy`` well under 1: the GPU waits for the Python that launches its work)."""
+    from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if gpu else [])
+    _sync(device)
+    start = time.perf_counter()
     with torch_profile(activities=activities) as prof:
         for _ in range(steps):
             fn()
         _sync(device)
-    key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=key, row_limit=rows)
+    wall = time.perf_counter() - start
+    kernel_s = sum(e.time_range.elapsed_us() for e in prof.events() if e.device_type == DeviceType.CUDA) / 1e6
+    found = dict(steps=steps, wall_s=wall, step_s=step_s, kernel_s=kernel_s if gpu else None,
+                 gpu_busy=kernel_s / steps / step_s if gpu and step_s else None,
+                 table=prof.key_averages().table(sort_by="self_device_time_total" if gpu else "self_cpu_time_total",
+                                                 row_limit=rows))
+    return found
 
 
 def _counts(entry, args):

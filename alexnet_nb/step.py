@@ -127,33 +127,55 @@ class TrainStep:
     network whose weights the moving average follows. The returned tensors stay
     on the device: reading them costs a device sync, so the loop does it only
     every ``log_every`` steps.
+
+    Compiling (``compiled``) follows ``cfg.compile_scope`` and ``cfg.compile_mode``.
+    Why the choice: on an H200 the compiled network ran 19,825 images/s at batch
+    128 (6.5 ms a step) where its FLOPs need about 1 ms at the chip's peak, and
+    the eager step took 13 ms: much of a step may be Python launching hundreds of
+    small kernels. ``scope="step"`` puts the augmentation and the loss into the
+    compiled graph (fewer, fused kernels); ``mode="reduce-overhead"`` replays the
+    forward and backward graphs as CUDA graphs (one launch each). The benchmark
+    measures each against the default before any becomes one.
     """
 
     def __init__(self, net, optimizer, scaler, amp_dtype, cfg, module=None, ema=None, compiled=False):
-        self.net = torch.compile(net, dynamic=False) if compiled else net  # fixed shapes: never recompile
+        self.net = net
         self.optimizer, self.scaler, self.amp_dtype, self.ema = optimizer, scaler, amp_dtype, ema
         self.module = module if module is not None else net
         self.crop_size, self.image_size = cfg.crop_size, cfg.image_size
         self.channels_last, self.label_smoothing = cfg.channels_last, cfg.label_smoothing
         self.device = next(self.module.parameters()).device
+        self.cuda_graphs = compiled and cfg.compile_mode == "reduce-overhead"
+        options = dict(dynamic=False, mode=cfg.compile_mode)  # fixed shapes: never recompile
+        self.forward = self._forward
+        if compiled and cfg.compile_scope == "step":
+            self.forward = torch.compile(self._forward, **options)
+        elif compiled:
+            self.net = torch.compile(net, **options)
 
     def augment(self, images_u8, params):
         return augment.apply_params(images_u8, params, self.crop_size, self.image_size,
                                     channels_last=self.channels_last)
 
-    def __call__(self, images_u8, labels, params):
+    def _forward(self, images_u8, labels, params):
         x = self.augment(images_u8, params)
         with evaluate.autocast(self.device, self.amp_dtype):
             out = self.net(x)
-        loss = F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing)
+        return F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing), out
+
+    def __call__(self, images_u8, labels, params):
+        if self.cuda_graphs:  # a new training iteration: the last one's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, out = self.forward(images_u8, labels, params)
+        with torch.no_grad():  # read now: a CUDA graph's output lives only until its next replay
+            hits = correct_top1(out.detach(), labels)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.module)
-        with torch.no_grad():
-            return loss.detach(), correct_top1(out, labels)
+        return loss.detach(), hits
 
 
 def draw_params(cfg, n, generator, height, width, device):
@@ -194,5 +216,6 @@ def build(cfg, num_classes, device, wrap=None) -> Parts:
     step = TrainStep(wrap(net) if wrap else net, optimizer, scaler, amp_dtype, cfg, module=net, ema=ema,
                      compiled=compiled)
     scored = ema.module if ema is not None else net
+    # Evaluation keeps the default mode: a CUDA graph's output would be overwritten by the flipped view's pass.
     eval_net = torch.compile(scored, dynamic=False) if compiled else scored
     return Parts(net, optimizer, scaler, ema, precision, amp_dtype, compiled, step, eval_net)

@@ -20,11 +20,15 @@ from alexnet_nb import step as step_lib
 # What decides the compiled graphs of a run: the network and the shapes. Recipes that differ only in the
 # schedule, the augmentation, the loss's label smoothing or the moving average share their graphs.
 GRAPH_FIELDS = ("groups", "lrn", "lrn_alpha", "lrn_impl", "pool", "activation", "dropout", "dropout_position",
-                "batch_size", "eval_batch_size", "eval_flip", "precision", "channels_last", "classes")
+                "batch_size", "eval_batch_size", "eval_flip", "precision", "channels_last", "classes",
+                "compile_mode", "compile_scope")
+# With compile_scope "step" the augmentation and the loss are in the graph too.
+STEP_SCOPE_FIELDS = ("crop_size", "crop_area_min", "crop_ratio", "pca_lighting", "label_smoothing")
 
 
 def graph_key(cfg) -> str:
-    return " ".join(f"{f}={getattr(cfg, f)}" for f in GRAPH_FIELDS)
+    fields = GRAPH_FIELDS + (STEP_SCOPE_FIELDS if cfg.compile_scope == "step" else ())
+    return " ".join(f"{f}={getattr(cfg, f)}" for f in fields)
 
 
 def warm(cfg, num_classes=200, steps=3):

@@ -81,7 +81,7 @@ def test_matrix_writes_a_complete_record_after_every_entry(folder, tmp_path, tin
     record = bench.main(train_args(folder, tmp_path, "--matrix", "--budget", "60", "--batch-sizes", "2", "4",
                                    "--compile", "--json", out))
     planned = [e["id"] for e in speed.plan([2, 4], matrix=True, compile=True, gpu=False)]
-    assert [e["id"] for e in record["entries"]] == planned and len(planned) == 10
+    assert [e["id"] for e in record["entries"]] == planned and len(planned) == 13
     statuses = {e["id"]: e["status"] for e in record["entries"]}
     # A failed compile loses nothing else: every compiled entry says why, every other one was measured.
     for e in record["entries"]:
@@ -112,11 +112,14 @@ def test_an_interrupted_matrix_keeps_what_it_measured(folder, tmp_path, tiny_net
     with pytest.raises(KeyboardInterrupt):
         bench.main(train_args(folder, tmp_path, "--matrix", "--batch-sizes", "2", "--json", str(out)))
     killed = [e["status"] for e in seen_at_interrupt[0]["entries"]]
-    assert killed == ["skipped", "measured", "measured", "running", "pending", "pending", "skipped"]
+    # on a CPU the compiled entries (the default and the three candidate ways of compiling) are skipped
+    assert killed == ["skipped", "measured", "skipped", "skipped", "measured", "running", "pending", "pending",
+                      "skipped", "skipped"]
     kept = json.loads(out.read_text())
     assert not kept["finished"]
-    assert [e["status"] for e in kept["entries"]] == ["skipped", "measured", "measured"] + ["skipped"] * 4
-    assert all(e["reason"] == "interrupted (KeyboardInterrupt)" for e in kept["entries"][3:6])
+    assert [e["status"] for e in kept["entries"]] == ["skipped", "measured", "skipped", "skipped", "measured"] + \
+        ["skipped"] * 5
+    assert all(e["reason"] == "interrupted (KeyboardInterrupt)" for e in kept["entries"][5:8])
     assert speed.images_per_s(kept, batch=2, compiled=False) > 0
     assert "CUT OFF" in bench_record.table(kept)
 
@@ -198,3 +201,34 @@ def test_t4_projection_is_plain_arithmetic():
     # 30 epochs x 90,000 images x 6.79 GFLOP at 100% of 65 TFLOP/s: 4.7 minutes; at 25%: 18.8.
     assert bench.t4_projection_minutes(6.79e9, 1.0) == pytest.approx(30 * 90_000 * 6.79e9 / 65e12 / 60)
     assert bench.t4_projection_minutes(6.79e9, 0.25) == pytest.approx(4 * bench.t4_projection_minutes(6.79e9, 1.0))
+
+
+def test_a_single_run_profiles_our_step_and_the_matrix_only_compiled_steps_at_the_first_batch(
+        folder, tmp_path, tiny_network):
+    record = bench.main(train_args(folder, tmp_path, "--profile", "2", "--batch-size", "2"))
+    found = record["profile"]
+    assert found["steps"] == 2 and "Self CPU" in found["table"] and found["wall_s"] > 0
+    assert found["kernel_s"] is None and found["gpu_busy"] is None  # no GPU kernels on a CPU
+
+    class Args:
+        profile, matrix, batch_sizes = 20, True, [128, 256]
+
+    chosen = [e["id"] for e in speed.plan([128, 256], gpu=True) if speed.profiled(e, Args)]
+    assert chosen == ["ours-step-compiled-slices-b128", "ours-step-compiled-slices-cudagraphs-b128",
+                      "ours-step-compiled-slices-whole-step-cudagraphs-b128",
+                      "ours-step-compiled-slices-whole-step-b128", "ours-step-compiled-torch-b128"]
+    Args.profile = 0
+    assert not any(speed.profiled(e, Args) for e in speed.plan([128], gpu=True))
+
+
+def test_a_candidate_way_of_compiling_is_measured_apart_from_what_training_runs():
+    record = bench_record.example_record(images_per_s=100.0)
+    cand = dict(bench_record.new_entry("step", "ours", 128, True, "slices", "cudagraphs"), status="measured",
+                images_per_s=500.0, repeats_images_per_s=[500.0])
+    record["entries"].insert(0, cand)
+    assert cand["id"] == "ours-step-compiled-slices-cudagraphs-b128"
+    # what the runner estimates runs with is the default way, never a candidate measured first
+    assert speed.images_per_s(record, batch=128, compiled=True) == 100.0
+    assert speed.images_per_s(record, batch=128, compiled=True, variant="cudagraphs") == 500.0
+    assert speed.images_per_s(record, batch=128, compiled=True, variant=bench_record.ANY) == 500.0
+    assert "ours step: compiled, CUDA graphs, LRN slices" in bench_record.table(record)

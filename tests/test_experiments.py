@@ -108,6 +108,8 @@ def test_three_calls_as_on_the_gpu_machine_then_a_fourth_skips_what_is_done(tmp_
     home.mkdir()
     done = run(["unpack", str(out / "results.tar.gz")], home)
     assert done.returncode == 0 and (home / "results" / "first" / "summary.json").exists()
+    logs = list((home / "results" / "logs").glob("gpu-*.log"))  # every call's log, named by the first call's time
+    assert len(logs) == 1 and logs[0].read_text().count("=== gpu call at") == 3 and len(logs[0].stem) == len("gpu-") + 14
 
 
 def tar_member(archive, name):
@@ -165,3 +167,15 @@ def test_the_choice_is_by_final_holdout_top1_never_val():
     known["ours-c"] = s(45, 99, "ours-c")  # a tie on the holdout goes to the earlier candidate
     recipe, why = plan_lib.choose(plan, known)
     assert recipe == "ours" and "chose ours" in why and "validation was not looked at" in why
+
+
+def test_a_gpu_record_is_named_by_its_gpu_so_another_gpu_never_replaces_it(tmp_path):
+    from alexnet_nb import experiments
+
+    record = dict(fake_record(), device="NVIDIA H100 80GB HBM3", device_type="cuda")
+    (tmp_path / "bench-gpu.json").write_text(json.dumps(record))
+    assert experiments.record_name(tmp_path / "bench-gpu.json") == "bench-gpu-nvidia-h100-80gb-hbm3.json"
+    (tmp_path / "bench-cpu.json").write_text(json.dumps(fake_record()))  # a CPU's keeps its name
+    assert experiments.record_name(tmp_path / "bench-cpu.json") == "bench-cpu.json"
+    (tmp_path / "bench-bad.json").write_text("{")
+    assert experiments.record_name(tmp_path / "bench-bad.json") == "bench-bad.json"

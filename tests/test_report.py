@@ -13,7 +13,7 @@ def test_readme_matches_results_and_recipes():
     readme = (ROOT / "README.md").read_text()
     assert report.render(readme, ROOT / "results", ROOT / "experiments" / "plan.toml") == readme, \
         "README's tables are stale: run python -m alexnet_nb.experiments report"
-    for block in ("recipes", "blog", "accuracy", "speed"):
+    for block in ("recipes", "blog", "accuracy", "speed", "targets"):
         assert f"<!-- generated:{block} -->" in readme
 
 
@@ -24,7 +24,7 @@ def test_a_new_result_changes_the_table(tmp_path):
     summary.update(run="blog", recipe="blog", classes=200, epochs_done=12, epochs_planned=30, finished=False,
                    stopped="time limit", final={"val_top1": 30.12, "val_top5": 57.0, "holdout_top1": 29.5,
                                                 "holdout_top5": 56.0})
-    (results / "blog").mkdir()
+    (results / "blog").mkdir(exist_ok=True)
     (results / "blog" / "summary.json").write_text(json.dumps(summary))
     table = report.accuracy_table(results, ROOT / "experiments" / "plan.toml")
     row = next(line for line in table.splitlines() if line.startswith("| `blog`"))
@@ -39,3 +39,48 @@ def test_every_recipe_and_every_blog_difference_is_in_the_tables():
         assert f"| `{name}` |" in recipes
     for field, _, _ in config.differences("paper", "blog"):
         assert f"| `{field}` |" in blog
+
+
+def _put(results, name, recipe, val, holdout, classes=200, finished=True):
+    (results / name).mkdir(parents=True)
+    (results / name / "summary.json").write_text(json.dumps(dict(
+        run=name, recipe=recipe, classes=classes, epochs_done=30 if finished else 12, epochs_planned=30,
+        finished=finished, final=dict(val_top1=val[0], val_top5=val[1], holdout_top1=holdout, holdout_top5=0.0))))
+
+
+def _gpu_record(results, device, images_per_s):
+    from alexnet_nb import speed
+
+    record = speed.example_record(images_per_s=images_per_s)  # the blog's step: a tenth of it
+    record.update(device=device, device_type="cuda")
+    (results / f"bench-gpu-{device.split()[-1].lower()}.json").write_text(json.dumps(record))
+
+
+def test_the_targets_table_says_what_is_met_and_what_is_not(tmp_path):
+    plan = ROOT / "experiments" / "plan.toml"
+    results = tmp_path / "results"
+    results.mkdir()
+    assert report.targets_table(results, plan).count("| not measured") == 5
+
+    _put(results, "blog", "blog", (34.0, 58.0), 33.0)  # 2.25 points off the blog's top-1: a miss
+    for name, holdout in [("paper", 45.0), ("ours", 52.0), ("ours-a", 40.0), ("ours-b", 41.0)]:
+        _put(results, name, name, (50.5, 75.5) if name == "ours" else (10.0, 20.0), holdout)
+    _put(results, "ours-c", "ours-c", (60.0, 80.0), 60.0, finished=False)  # cut off: not a candidate yet
+    _gpu_record(results, "NVIDIA H200", 31_000.0)
+    rows = report.targets_table(results, plan).splitlines()
+    anchor, accuracy, speed, ratio, t4 = rows[2:7]
+    assert "34.00% / 58.00% (off by at most 2.25 points) | **no**" in anchor
+    assert "no recipe chosen yet" in accuracy and "ours-c" in accuracy and "`ours` (52.00%), val 50.50% / 75.50%" in accuracy
+    assert "| not yet |" in accuracy
+    assert "31,000 on NVIDIA H200 | not yet (not on an H100)" in speed  # fast enough, but not on the named chip
+    assert "10.0x | **no**" in ratio and "not measured" in t4
+
+    (results / "ours-c" / "summary.json").unlink()
+    (results / "ours-c").rmdir()
+    _put(results, "ours-c", "ours-c", (60.0, 80.0), 50.0)
+    _gpu_record(results, "NVIDIA H100", 29_000.0)
+    rows = report.targets_table(results, plan).splitlines()
+    accuracy = rows[3]
+    assert "50.50% / 75.50% (`ours`, chose ours" in accuracy and accuracy.endswith("| yes | `results/ours/` |")
+    h100 = next(r for r in rows if "on NVIDIA H100 |" in r)
+    assert "29,000 on NVIDIA H100 | **no**" in h100

@@ -1,5 +1,6 @@
 """The plan runner's decisions, with the training process faked: estimates, eager fallback, partial runs."""
 
+import json
 from pathlib import Path
 
 import torch
@@ -115,3 +116,20 @@ def test_the_moving_average_matches_pytorchs_without_a_host_sync():
     again.load_state_dict(state)
     assert again.n_averaged == 4 and all(torch.equal(a, b) for a, b in zip(again.module.parameters(),
                                                                          ours.module.parameters()))
+
+
+def test_a_committed_speed_record_is_measured_again_when_the_matrix_plans_new_entries(tmp_path):
+    state, committed = tmp_path / "state", tmp_path / "results"
+    state.mkdir()
+    committed.mkdir()
+    record = dict(speed.example_record(), device="NVIDIA H200", torch=torch.__version__, device_type="cuda")
+    old = dict(record, entries=[e for e in record["entries"] if not e.get("variant")])
+    (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(old))
+    assert not runner.covers_matrix(old)
+    assert runner.speed_record(state, committed, device="NVIDIA H200") is None  # lacks the new candidates
+    full = dict(record, entries=[dict(e, status="skipped") for e in speed.plan([128], gpu=True)])
+    assert runner.covers_matrix(full)
+    (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(full))
+    assert runner.speed_record(state, committed, device="NVIDIA H200") == full
+    assert runner.speed_record(state, committed, device="NVIDIA H100 80GB HBM3") is None  # another GPU
+    assert runner.speed_record(state, committed, device=None) is None

@@ -5,11 +5,11 @@ import torch
 from alexnet_nb import config, step
 
 
-def two_steps(compiled):
+def two_steps(compiled, **speed):
     torch.manual_seed(0)
     # No dropout: compiled code draws its masks from another random generator than eager code does.
     cfg = config.Config(compile=compiled, precision="fp32", batch_size=2, pca_lighting=0.1, crop_area_min=0.5,
-                        ema_decay=0.9, dropout=0.0, lr=1e-3)
+                        ema_decay=0.9, dropout=0.0, lr=1e-3, **speed)
     parts = step.build(cfg, 3, "cpu")
     gen = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8, generator=gen)
@@ -22,15 +22,22 @@ def two_steps(compiled):
 
 
 def test_a_compiled_step_matches_an_eager_one():
-    # torch.compile on a CPU takes ~30 s here (a cold cache): one small case, run once.
+    # torch.compile on a CPU takes ~30 s here (a cold cache): two small cases, each run once. The second compiles
+    # augmentation, network and loss as one graph in the CUDA-graph mode (on a CPU no CUDA graph is made, but
+    # the step's bookkeeping for one runs).
     eager, eager_losses = two_steps(False)
-    compiled, compiled_losses = two_steps(True)
-    assert compiled.compiled and not eager.compiled
-    torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-5, atol=1e-6)
-    for name, w in eager.net.state_dict().items():
-        torch.testing.assert_close(compiled.net.state_dict()[name], w, rtol=1e-4, atol=1e-6)
-    for name, w in eager.ema.module.state_dict().items():  # the moving average follows the same weights
-        torch.testing.assert_close(compiled.ema.module.state_dict()[name], w, rtol=1e-4, atol=1e-6)
+    assert not eager.compiled and eager.step.forward == eager.step._forward
+    for speed in ({}, dict(compile_scope="step", compile_mode="reduce-overhead")):
+        compiled, compiled_losses = two_steps(True, **speed)
+        assert compiled.compiled and compiled.step.cuda_graphs == bool(speed)
+        # what is compiled: the network alone, or the whole forward pass
+        assert (compiled.step.net is compiled.net) == bool(speed)
+        assert (compiled.step.forward == compiled.step._forward) != bool(speed)
+        torch.testing.assert_close(compiled_losses, eager_losses, rtol=1e-5, atol=1e-6)
+        for name, w in eager.net.state_dict().items():
+            torch.testing.assert_close(compiled.net.state_dict()[name], w, rtol=1e-4, atol=1e-6)
+        for name, w in eager.ema.module.state_dict().items():  # the moving average follows the same weights
+            torch.testing.assert_close(compiled.ema.module.state_dict()[name], w, rtol=1e-4, atol=1e-6)
 
 
 def test_build_follows_the_config():
@@ -42,3 +49,13 @@ def test_build_follows_the_config():
     assert parts.net.features.pool1.kernel_size == 2 and not hasattr(parts.net.features, "norm1")
     assert parts.net.features.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert step.on_gpu(None, "cpu") is False and step.on_gpu(None, "cuda") is True and step.on_gpu(True, "cpu")
+
+
+def test_the_compile_warm_up_key_follows_what_is_compiled():
+    from alexnet_nb import warm
+
+    paper, ours = config.recipe("paper"), config.recipe("ours")
+    assert warm.graph_key(paper) == warm.graph_key(ours)  # the network alone: their augmentation is outside it
+    whole = dict(compile_scope="step")
+    assert warm.graph_key(config.recipe("paper", **whole)) != warm.graph_key(config.recipe("ours", **whole))
+    assert warm.graph_key(config.recipe("paper", compile_mode="reduce-overhead")) != warm.graph_key(paper)
