@@ -76,6 +76,27 @@ def plot_topk(history, x="epoch", classes=None):
     return fig
 
 
+def plot_runs(histories, split="val"):
+    """Top-1 and top-5 of ``split`` per epoch for several 200-class runs (``{name: history}``), with the blog's
+    result and our target dashed: how the recipes compare at every epoch, not only at the last."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for ax, k in zip(axes, ("top1", "top5")):
+        for i, (name, history) in enumerate(histories.items()):
+            ax.plot(history["epoch"], history[f"{split}_{k}"], marker=".", label=name, color=f"C{i}")
+        for i, ref in enumerate(analysis.references_for(analysis.ALL_CLASSES)):
+            value = getattr(ref, k)
+            published = " as published" if ref is analysis.BLOG else ""  # beside the blog's recipe run by us
+            ax.axhline(value, linestyle="--", linewidth=1, color=f"C{7 + i}",
+                       label=f"{ref.name}{published} ({value:g}%)")
+        ax.set(xlabel="epoch", ylabel=f"{split} {k} accuracy (%)", title=f"{split} top-{k[-1]}, 200 classes",
+               ylim=(0, 102))
+        _integer_epochs(ax)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def plot_loss(history):
     """Cross-entropy per epoch for every split in the history."""
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -208,6 +208,30 @@ def render(readme: str, results_dir="results", plan_path=plan_lib.DEFAULT_PLAN) 
     return BLOCK.sub(fill, readme)
 
 
+RUNS_FIGURE = "runs-200class.png"
+
+
+def draw_runs(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN):
+    """``results/runs-200class.png``: validation top-1/top-5 per epoch of every finished 200-class run, in the
+    plan's order; None when there is none."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from alexnet_nb import plots
+
+    results_dir = Path(results_dir)
+    found = {p.parent.name: plan_lib.read_summary(p.parent) for p in results_dir.glob("*/summary.json")}
+    names = [n for n, s in found.items() if s and s["classes"] == config.NUM_CLASSES and plan_lib.finished(s)
+             and (results_dir / n / "history.csv").exists()]
+    if not names:
+        return None
+    histories = {n: pd.read_csv(results_dir / n / "history.csv") for n in _order(names, plan_lib.load(plan_path))}
+    fig = plots.plot_runs(histories)
+    fig.savefig(results_dir / RUNS_FIGURE, dpi=80)
+    plt.close(fig)
+    return results_dir / RUNS_FIGURE
+
+
 def main(args):
     path = Path(args.readme)
     old = path.read_text()
@@ -220,3 +244,6 @@ def main(args):
         return
     path.write_text(new)
     print(f"wrote the generated tables of {path}")
+    figure = draw_runs()
+    if figure:
+        print(f"wrote {figure}")

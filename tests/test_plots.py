@@ -189,3 +189,15 @@ def test_a_split_keeps_its_colour_in_both_panels():
     assert colour[0]["holdout"] == colour[1]["holdout"] and colour[0]["validation"] == colour[1]["validation"]
     assert "train" not in colour[1]  # the history has no train top-5
     plt.close(fig)
+
+
+def test_runs_compared_per_epoch_with_the_published_blog_and_the_target():
+    a, b = history(), history()
+    b["val_top1"] += 5.0
+    fig = plots.plot_runs({"blog": a, "ours": b})
+    top1, top5 = fig.axes[:2]
+    assert [ln.get_label() for ln in data_lines(top1)] == ["blog", "ours"]
+    np.testing.assert_allclose(data_lines(top1)[1].get_xydata(), np.c_[b["epoch"], b["val_top1"]])
+    np.testing.assert_allclose(data_lines(top5)[0].get_xydata(), np.c_[a["epoch"], a["val_top5"]])
+    assert [ln.get_ydata()[0] for ln in hlines(top5)] == [58.76, 75.0]
+    assert hlines(top1)[0].get_label() == "blog as published (31.75%)"  # never confused with the blog's recipe run

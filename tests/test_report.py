@@ -84,3 +84,21 @@ def test_the_targets_table_says_what_is_met_and_what_is_not(tmp_path):
     assert "50.50% / 75.50% (`ours`, chose ours" in accuracy and accuracy.endswith("| yes | `results/ours/` |")
     h100 = next(r for r in rows if "on NVIDIA H100 |" in r)
     assert "29,000 on NVIDIA H100 | **no**" in h100
+
+
+def test_the_runs_figure_draws_finished_200_class_runs_only(tmp_path, monkeypatch):
+    from alexnet_nb import plots
+
+    plan = ROOT / "experiments" / "plan.toml"
+    results = tmp_path / "results"
+    results.mkdir()
+    assert report.draw_runs(results, plan) is None
+    _put(results, "paper", "paper", (40.0, 60.0), 41.0)
+    _put(results, "cut", "paper", (40.0, 60.0), 41.0, finished=False)
+    _put(results, "small", "paper", (40.0, 60.0), 41.0, classes=10)
+    for name in ("paper", "cut", "small"):
+        shutil.copy(ROOT / "results" / "paper" / "history.csv", results / name / "history.csv")
+    drawn, real = [], plots.plot_runs
+    monkeypatch.setattr(plots, "plot_runs", lambda histories: drawn.append(list(histories)) or real(histories))
+    figure = report.draw_runs(results, plan)
+    assert figure == results / "runs-200class.png" and figure.stat().st_size > 0 and drawn == [["paper"]]
