@@ -94,7 +94,9 @@ def add_train_arguments(p):
                    help="single run: our network's LRN (the matrix measures both)")
     p.add_argument("--workers", type=int, default=baseline.WORKERS, help="the blog's DataLoader workers (the blog: 2)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
-                   help="single run: also profile this many of our training steps (torch.profiler), print the top ops")
+                   help="also profile this many of our training steps (torch.profiler): in a single run our step "
+                   "(the top ops printed); in the matrix each compiled step at the first batch size (kept in the "
+                   "record, with gpu_busy: the GPU kernels' share of a step)")
 
 
 def bench_train(args, argv) -> dict:

@@ -122,14 +122,11 @@ def _load(record):
     return record if isinstance(record, dict) else json.loads(Path(record).read_text())
 
 
-ANY = "any"  # a variant that matches every way of compiling
-
-
 def matching(record, what="step", pipeline="ours", batch=128, compiled=True, lrn_impl="slices", variant=None):
     """The entries of ``record`` (a dict or a JSON path) with these settings, in the record's order.
 
     ``None`` matches any value, except for ``variant``: None is the default way
-    of compiling (what training runs), ``ANY`` every way. ``compiled``,
+    of compiling (what training runs), a name one of ``VARIANTS``. ``compiled``,
     ``lrn_impl`` and ``variant`` only select among our steps: the blog's step
     and the input pipelines have one setting each.
     """
@@ -137,7 +134,7 @@ def matching(record, what="step", pipeline="ours", batch=128, compiled=True, lrn
     if (what, pipeline) == ("step", "ours"):
         want.update(compiled=compiled, lrn_impl=lrn_impl)
     return [e for e in _load(record).get("entries", []) if all(v is None or e[k] == v for k, v in want.items())
-            and (variant == ANY or (what, pipeline) != ("step", "ours") or e.get("variant") == variant)]
+            and ((what, pipeline) != ("step", "ours") or e.get("variant") == variant)]
 
 
 def images_per_s(record, batch=128, compiled=True, lrn_impl="slices", pipeline="ours", what="step", variant=None):

@@ -164,12 +164,14 @@ class TrainStep:
         return F.cross_entropy(out.float(), labels, label_smoothing=self.label_smoothing), out
 
     def __call__(self, images_u8, labels, params):
+        # Before the forward pass: with CUDA graphs the last step's gradients live in memory the next replay
+        # takes back, so none may outlive their step.
+        self.optimizer.zero_grad(set_to_none=True)
         if self.cuda_graphs:  # a new training iteration: the last one's graph outputs may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
         loss, out = self.forward(images_u8, labels, params)
         with torch.no_grad():  # read now: a CUDA graph's output lives only until its next replay
             hits = correct_top1(out.detach(), labels)
-        self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -205,6 +207,10 @@ def build(cfg, num_classes, device, wrap=None) -> Parts:
     :class:`TrainStep`. ``wrap(net)`` is what runs the batches (DDP under torchrun); the weights are drawn from
     the current torch seed."""
     device = torch.device(device)
+    if wrap and (cfg.compile_scope, cfg.compile_mode) != ("net", "default"):
+        raise ValueError(f"compile_scope={cfg.compile_scope!r} and compile_mode={cfg.compile_mode!r} are untried "
+                         "under torchrun (several processes); run them in one process, or leave both at their "
+                         "defaults (net, default)")
     precision, amp_dtype, use_scaler = resolve_precision(cfg.precision, device)
     net = model.from_config(cfg, num_classes).to(device)
     if cfg.channels_last:

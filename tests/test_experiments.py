@@ -109,7 +109,8 @@ def test_three_calls_as_on_the_gpu_machine_then_a_fourth_skips_what_is_done(tmp_
     done = run(["unpack", str(out / "results.tar.gz")], home)
     assert done.returncode == 0 and (home / "results" / "first" / "summary.json").exists()
     logs = list((home / "results" / "logs").glob("gpu-*.log"))  # every call's log, named by the first call's time
-    assert len(logs) == 1 and logs[0].read_text().count("=== gpu call at") == 3 and len(logs[0].stem) == len("gpu-") + 14
+    assert len(logs) == 1 and logs[0].read_text().count("=== gpu call at") == 3
+    assert len(logs[0].stem) == len("gpu-") + 14
 
 
 def tar_member(archive, name):

@@ -127,7 +127,17 @@ def test_a_committed_speed_record_is_measured_again_when_the_matrix_plans_new_en
     (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(old))
     assert not runner.covers_matrix(old)
     assert runner.speed_record(state, committed, device="NVIDIA H200") is None  # lacks the new candidates
-    full = dict(record, entries=[dict(e, status="skipped") for e in speed.plan([128], gpu=True)])
+    planned = speed.plan([128], gpu=True)
+
+    def with_status(status_of):
+        return dict(record, entries=[dict(e, status=status_of(e)) for e in planned])
+
+    # a candidate, or the blog's step, skipped for the budget: measured again next time
+    assert not runner.covers_matrix(with_status(lambda e: "skipped" if e.get("variant") else "measured"))
+    assert not runner.covers_matrix(with_status(lambda e: "skipped" if e["pipeline"] == "blog" else "measured"))
+    # an input pipeline or an eager step skipped for the budget: not worth a whole matrix again
+    full = with_status(lambda e: "failed" if e.get("variant") else
+                       "measured" if e["compiled"] or e["pipeline"] == "blog" else "skipped")
     assert runner.covers_matrix(full)
     (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(full))
     assert runner.speed_record(state, committed, device="NVIDIA H200") == full

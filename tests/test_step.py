@@ -1,5 +1,6 @@
 """The one training step: compiled and eager agree, and what it builds is what training uses."""
 
+import pytest
 import torch
 
 from alexnet_nb import config, step
@@ -59,3 +60,10 @@ def test_the_compile_warm_up_key_follows_what_is_compiled():
     whole = dict(compile_scope="step")
     assert warm.graph_key(config.recipe("paper", **whole)) != warm.graph_key(config.recipe("ours", **whole))
     assert warm.graph_key(config.recipe("paper", compile_mode="reduce-overhead")) != warm.graph_key(paper)
+
+
+def test_a_candidate_way_of_compiling_is_refused_under_torchrun_where_it_is_untried():
+    cfg = config.Config(compile_scope="step", precision="fp32")
+    with pytest.raises(ValueError, match="untried under torchrun"):
+        step.build(cfg, 3, "cpu", wrap=lambda net: net)
+    assert step.build(config.Config(precision="fp32"), 3, "cpu", wrap=lambda net: net).step is not None
