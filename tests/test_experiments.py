@@ -180,3 +180,21 @@ def test_a_gpu_record_is_named_by_its_gpu_so_another_gpu_never_replaces_it(tmp_p
     assert experiments.record_name(tmp_path / "bench-cpu.json") == "bench-cpu.json"
     (tmp_path / "bench-bad.json").write_text("{")
     assert experiments.record_name(tmp_path / "bench-bad.json") == "bench-bad.json"
+
+
+def test_warming_up_compiles_the_due_matrix_candidates_then_the_next_two_runs(tmp_path, monkeypatch):
+    from alexnet_nb import experiments
+
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experiments, "STATE", tmp_path / "state")
+    plan = plan_lib.load()
+    names = [name for name, _, _ in experiments.warm_targets(plan, bench_due=True, quick=False)]
+    assert names == ["speed: cudagraphs", "speed: whole-step", "speed: whole-step-cudagraphs", "blog", "paper"]
+    _, cfg, flags = experiments.warm_targets(plan, bench_due=True, quick=False)[0]
+    assert (cfg.compile_mode, cfg.compile_scope, cfg.batch_size) == ("reduce-overhead", "net", 128)
+    assert flags[flags.index("--compile-mode") + 1] == "reduce-overhead"
+    # no matrix due (or quick mode): only the runs; finished ones are passed over
+    (tmp_path / "results" / "blog").mkdir(parents=True)
+    (tmp_path / "results" / "blog" / "summary.json").write_text(json.dumps({"finished": True, "recipe": "blog"}))
+    assert [n for n, _, _ in experiments.warm_targets(plan, bench_due=False, quick=False)] == ["paper", "ours"]
+    assert [n for n, _, _ in experiments.warm_targets(plan, bench_due=True, quick=True)] == ["paper", "ours"]

@@ -143,3 +143,36 @@ def test_a_committed_speed_record_is_measured_again_when_the_matrix_plans_new_en
     assert runner.speed_record(state, committed, device="NVIDIA H200") == full
     assert runner.speed_record(state, committed, device="NVIDIA H100 80GB HBM3") is None  # another GPU
     assert runner.speed_record(state, committed, device=None) is None
+
+
+def test_a_graph_compiled_before_on_this_machine_shortens_the_estimate_so_a_run_fits(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text(PLAN.replace('candidates = ["a"]', 'candidates = ["a", "c"]') + """
+[[experiment]]
+name = "c"
+recipe = "ours"
+epochs = 30
+why = "the network and batch of a: its graphs are cached once a has run"
+""")
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    record = speed.example_record(images_per_s=20_000.0, compile_s=7.0)
+    plan = plan_lib.load(tmp_path / "plan.toml")
+    # 30 epochs at 20,000 images/s: ~145 s; cold (45 s compile floor) ~231 s, warm (7 s, measured) ~189 s
+    logged, calls = [], []
+    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (finished("ours"), 0, "ok")],
+                                                      calls))
+    rows = runner.run_plan(plan, runner.Clock(240), tmp_path / "out", tmp_path / "runs", record, log=logged.append,
+                           done_in=())
+    assert [name for name, _, _ in calls] == ["a", "c"]  # c fits only because a left its graphs compiled
+    assert any("a needs ~231 s" in line and "running it anyway" in line for line in logged)
+    assert dict((r[0], r[1]) for r in rows) == {"a": "finished", "b": "skipped", "c": "finished"}
+
+    from alexnet_nb import warm
+
+    calls.clear()
+    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (finished("ours"), 0, "ok")],
+                                                      calls))
+    warmed = [{"key": warm.graph_key(plan.entries[0].config()), "status": "ok"}]  # a warm-up compiled it
+    logged.clear()
+    runner.run_plan(plan, runner.Clock(240), tmp_path / "out2", tmp_path / "runs", record, log=logged.append,
+                    done_in=(), warmed=warmed)
+    assert calls[0][0] == "a" and not any("running it anyway" in line for line in logged)
