@@ -99,11 +99,11 @@ def flops_per_image():
 
 
 # Ways of compiling our step beyond the default (Config's compile_scope and compile_mode), measured as
-# candidates: variant name -> (compile_scope, compile_mode, label).
+# candidates, in the order they are measured and warmed: variant name -> (compile_scope, compile_mode, label).
 VARIANTS = {
     "cudagraphs": ("net", "reduce-overhead", "compiled, CUDA graphs"),
-    "whole-step": ("step", "default", "compiled whole step"),
     "whole-step-cudagraphs": ("step", "reduce-overhead", "whole step, CUDA graphs"),
+    "whole-step": ("step", "default", "compiled whole step"),
 }
 
 

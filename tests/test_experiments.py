@@ -189,7 +189,7 @@ def test_warming_up_compiles_the_due_matrix_candidates_then_the_next_two_runs(tm
     monkeypatch.setattr(experiments, "STATE", tmp_path / "state")
     plan = plan_lib.load()
     names = [name for name, _, _ in experiments.warm_targets(plan, bench_due=True, quick=False)]
-    assert names == ["speed: cudagraphs", "speed: whole-step", "speed: whole-step-cudagraphs", "blog", "paper"]
+    assert names == ["speed: cudagraphs", "speed: whole-step-cudagraphs", "speed: whole-step", "blog", "paper"]
     _, cfg, flags = experiments.warm_targets(plan, bench_due=True, quick=False)[0]
     assert (cfg.compile_mode, cfg.compile_scope, cfg.batch_size) == ("reduce-overhead", "net", 128)
     assert flags[flags.index("--compile-mode") + 1] == "reduce-overhead"
