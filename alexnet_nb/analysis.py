@@ -82,14 +82,35 @@ def results_url() -> str:
 
 
 def _read_result(run: str, filename: str, results_dir=None) -> bytes:
+    return _read_results_file(f"{run}/{filename}", results_dir)
+
+
+def _read_results_file(relative: str, results_dir=None) -> bytes:
     # A clone has the files on disk; in Colab only the package is installed, so
     # the same committed file is fetched from GitHub instead.
     local = Path(results_dir) if results_dir is not None else repo_results()
-    path = local / run / filename
+    path = local / relative
     if path.exists():
         return path.read_bytes()
-    with urllib.request.urlopen(f"{results_url()}/{run}/{filename}", timeout=30) as response:
+    with urllib.request.urlopen(f"{results_url()}/{relative}", timeout=30) as response:
         return response.read()
+
+
+def committed_runs(results_dir=None) -> list[str]:
+    """The finished 200-class runs committed in ``results/``, in the GPU plan's order (its ``index.json``,
+    written by ``python -m alexnet_nb.experiments report``)."""
+    return json.loads(_read_results_file("index.json", results_dir))["runs_200"]
+
+
+def runs_table(histories: dict) -> pd.DataFrame:
+    """Each run's reported (final-epoch, centre view) validation accuracy, then the blog's and our target."""
+    rows = [dict(result=name, top1=r["top1"], top5=r["top5"], epochs=r["epoch"])
+            for name, r in ((name, reported(h)) for name, h in histories.items())]
+    rows += [dict(result="blog, as published" if ref is BLOG else ref.name, top1=ref.top1, top5=ref.top5, epochs=None)
+             for ref in (BLOG, TARGET)]  # "as published": the run named blog is the blog's recipe in our engine
+    table = pd.DataFrame(rows).set_index("result")
+    table["epochs"] = table["epochs"].astype("Int64")
+    return table
 
 
 def load_history(run: str, results_dir=None) -> pd.DataFrame:

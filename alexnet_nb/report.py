@@ -229,6 +229,14 @@ def render(readme: str, results_dir="results", plan_path=plan_lib.DEFAULT_PLAN) 
 
 
 RUNS_FIGURE = "runs-200class.png"
+INDEX = "index.json"  # what results/ holds, for readers that cannot list it (chapter 4 in Colab reads it by URL)
+
+
+def index(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN) -> dict:
+    """The finished 200-class runs of ``results_dir`` in the plan's order: ``{"runs_200": [names]}``."""
+    names = [n for n in _finished_200(_summaries(results_dir)) if (Path(results_dir) / n / "history.csv").exists()]
+    return {"runs_200": _order(names, plan_lib.load(plan_path)),
+            "written_by": "python -m alexnet_nb.experiments report"}
 
 
 def draw_runs(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN):
@@ -240,10 +248,10 @@ def draw_runs(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN):
     from alexnet_nb import plots
 
     results_dir = Path(results_dir)
-    names = [n for n in _finished_200(_summaries(results_dir)) if (results_dir / n / "history.csv").exists()]
+    names = index(results_dir, plan_path)["runs_200"]
     if not names:
         return None
-    histories = {n: pd.read_csv(results_dir / n / "history.csv") for n in _order(names, plan_lib.load(plan_path))}
+    histories = {n: pd.read_csv(results_dir / n / "history.csv") for n in names}
     fig = plots.plot_runs(histories)
     fig.savefig(results_dir / RUNS_FIGURE, dpi=80)
     plt.close(fig)
@@ -254,14 +262,20 @@ def main(args):
     path = Path(args.readme)
     old = path.read_text()
     new = render(old)
+    index_path = Path("results") / INDEX
+    index_text = json.dumps(index(), indent=1) + "\n"
     if args.check:
-        if new != old:
-            print(f"{path} does not match results/: run python -m alexnet_nb.experiments report", file=sys.stderr)
+        stale = [str(p) for p, ok in ((path, new == old), (index_path, index_path.is_file()
+                                                             and index_path.read_text() == index_text)) if not ok]
+        if stale:
+            print(f"{' and '.join(stale)} do not match results/: run python -m alexnet_nb.experiments report",
+                  file=sys.stderr)
             sys.exit(1)
-        print(f"{path} matches results/")
+        print(f"{path} and {index_path} match results/")
         return
     path.write_text(new)
-    print(f"wrote the generated tables of {path}")
+    index_path.write_text(index_text)
+    print(f"wrote the generated tables of {path}, and {index_path}")
     figure = draw_runs()
     if figure:
         print(f"wrote {figure}")

@@ -4,6 +4,8 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
+
 from alexnet_nb import config, report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -13,6 +15,9 @@ def test_readme_matches_results_and_recipes():
     readme = (ROOT / "README.md").read_text()
     assert report.render(readme, ROOT / "results", ROOT / "experiments" / "plan.toml") == readme, \
         "README's tables are stale: run python -m alexnet_nb.experiments report"
+    index = json.loads((ROOT / "results" / "index.json").read_text())
+    assert index == report.index(ROOT / "results", ROOT / "experiments" / "plan.toml"), \
+        "results/index.json is stale: run python -m alexnet_nb.experiments report"
     for block in ("recipes", "blog", "accuracy", "speed", "targets"):
         assert f"<!-- generated:{block} -->" in readme
 
@@ -106,3 +111,22 @@ def test_the_runs_figure_draws_finished_200_class_runs_only(tmp_path, monkeypatc
     monkeypatch.setattr(plots, "plot_runs", lambda histories: drawn.append(list(histories)) or real(histories))
     figure = report.draw_runs(results, plan)
     assert figure == results / "runs-200class.png" and figure.stat().st_size > 0 and drawn == [["paper"]]
+
+
+def test_chapter_4_finds_the_committed_200_class_runs_through_the_index(tmp_path):
+    from alexnet_nb import analysis
+
+    plan = ROOT / "experiments" / "plan.toml"
+    results = tmp_path / "results"
+    results.mkdir()
+    _put(results, "ours", "ours", (50.5, 75.5), 52.0)
+    _put(results, "blog", "blog", (31.0, 58.0), 30.0)
+    _put(results, "small", "paper", (40.0, 60.0), 41.0, classes=10)
+    for name in ("ours", "blog", "small"):
+        shutil.copy(ROOT / "results" / name.replace("small", "paper") / "history.csv", results / name / "history.csv")
+    (results / "index.json").write_text(json.dumps(report.index(results, plan)))
+    names = analysis.committed_runs(results)
+    assert names == ["blog", "ours"]  # the plan's order; the 10-class run is no comparison with the blog
+    table = analysis.runs_table({n: analysis.load_history(n, results) for n in names})
+    assert list(table.index) == ["blog", "ours", "blog, as published", "our target"]
+    assert table.loc["ours", "top1"] == pd.read_csv(results / "ours" / "history.csv")["val_top1"].iloc[-1]
