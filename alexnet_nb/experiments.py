@@ -43,14 +43,18 @@ BENCH_SECONDS = 180.0
 # The gpu command
 
 
-RUNS_PER_CALL = 2  # after the speed matrix a call has room for about two 30-epoch runs (H200: 166-179 s each)
+# A call without the speed matrix has room for about two 30-epoch runs (H200: 166-179 s each); with it, one or two.
+RUNS_PER_CALL = 2
 
 
 def warm_targets(plan, bench_due, quick):
     """``[(name, Config, flags)]`` to compile ahead, most useful first: the speed matrix's candidate ways of
-    compiling when the matrix is due (their graphs are compiled nowhere else), then the networks of the next
-    unfinished plan entries, at most ``RUNS_PER_CALL`` of them (a graph warmed for an entry that cannot run
-    in the next call would be time spent for nothing)."""
+    compiling when the matrix is due (their graphs are compiled nowhere else; the matrix's own first entry
+    compiles the paper recipe's network, see :func:`bench_matrix`), then the networks of the next unfinished
+    plan entries, at most ``RUNS_PER_CALL`` of them (a graph warmed for an entry that cannot run in the next
+    call would be time spent for nothing). ``warm_up`` takes them in order while its time lasts: on the H200
+    one compile took 45-50 s, one per call at the default ``--prepare-seconds``. In quick mode the Configs
+    are the quick sizes the runs use."""
     from alexnet_nb import config
     from alexnet_nb.bench_record import VARIANTS
 
@@ -68,7 +72,8 @@ def warm_targets(plan, bench_due, quick):
             break
         if plan_lib.finished(known.get(entry.name)) or (entry.recipe == plan_lib.CHOSEN and chosen is None):
             continue
-        targets.append((entry.name, entry.config(chosen), entry.flags(chosen)))
+        targets.append((entry.name, entry.config(chosen, **(dict(plan_lib.QUICK_SIZES) if quick else {})),
+                        entry.flags(chosen)))
         runs += 1
     return targets
 
@@ -82,8 +87,7 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False):
 
     rows = []
     until = clock.used() + seconds
-    warmed = read_warmed()
-    done = {w["key"] for w in warmed}
+    done = {w["key"] for w in read_warmed()}
     last = None
     for name, cfg, flags in warm_targets(plan, bench_due, quick):
         key = warm.graph_key(cfg)
@@ -108,10 +112,9 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False):
         # A candidate way of compiling that fails says nothing about the default: only a plan entry's
         # failure sends the runs eager.
         candidate = name.startswith("speed:")
-        warmed.append({"key": key, "entry": name, "status": "ok" if ok else "failed", "seconds": round(last),
-                       "detail": detail, "compile_error": (not ok) and runner.compile_failed(out) and not candidate})
+        note_warmed(key, name, detail, "ok" if ok else "failed", last,
+                    (not ok) and runner.compile_failed(out) and not candidate)
         done.add(key)
-        (STATE / "warmed.json").write_text(json.dumps(warmed, indent=1))
     return rows
 
 
@@ -204,7 +207,29 @@ def bench_matrix(source, clock, quick, log):
     log(f"--> speed matrix: {' '.join(cmd[3:])}")
     status = runner.run_logged(cmd, STATE / "bench.log", timeout=min(budget + 60, clock.left() - PACK_SECONDS))
     log((STATE / "bench.log").read_text()[-4000:])
+    if path.exists() and speed_images_per_s(path):  # its compiled step is the paper recipe's network, now cached
+        from alexnet_nb import config, warm
+
+        note_warmed(warm.graph_key(config.recipe("paper", batch_size=128)), "speed matrix", "compiled by the matrix")
     return ("done", f"{path.name}") if status == 0 and path.exists() else ("failed", f"exit {status}")
+
+
+def speed_images_per_s(path):
+    from alexnet_nb import speed
+
+    try:
+        return speed.images_per_s(path, batch=128, compiled=True)
+    except (OSError, ValueError):
+        return None
+
+
+def note_warmed(key, name, detail, status="ok", seconds=0, compile_error=False):
+    """Add a graph to ``warmed.json``: what this machine has compiled, read by the plan's time estimates."""
+    warmed = read_warmed()
+    warmed.append({"key": key, "entry": name, "status": status, "seconds": round(seconds), "detail": detail,
+                   "compile_error": compile_error})
+    STATE.mkdir(parents=True, exist_ok=True)
+    (STATE / "warmed.json").write_text(json.dumps(warmed, indent=1))
 
 
 # ---------------------------------------------------------------------------

@@ -187,9 +187,16 @@ def test_warming_up_compiles_the_due_matrix_candidates_then_the_next_two_runs(tm
 
     monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(experiments, "STATE", tmp_path / "state")
+    from alexnet_nb import speed, warm
+
     plan = plan_lib.load()
     names = [name for name, _, _ in experiments.warm_targets(plan, bench_due=True, quick=False)]
-    assert names == ["speed: cudagraphs", "speed: whole-step-cudagraphs", "speed: whole-step", "blog", "paper"]
+    measured_order = [f"speed: {e['variant']}" for e in speed.plan([128], gpu=True) if e.get("variant")]
+    assert names == measured_order + ["blog", "paper"] and len(measured_order) == 3
+    # the keys are those the runner estimates with: the entry's Config, at the quick sizes in quick mode
+    for quick, extra in ((False, {}), (True, dict(plan_lib.QUICK_SIZES))):
+        _, cfg, _ = experiments.warm_targets(plan, bench_due=False, quick=quick)[0]
+        assert warm.graph_key(cfg) == warm.graph_key(plan.entries[0].config(None, **extra))
     _, cfg, flags = experiments.warm_targets(plan, bench_due=True, quick=False)[0]
     assert (cfg.compile_mode, cfg.compile_scope, cfg.batch_size) == ("reduce-overhead", "net", 128)
     assert flags[flags.index("--compile-mode") + 1] == "reduce-overhead"
