@@ -178,6 +178,12 @@ def gpu(args):
         if record is None:
             rows.append(("speed matrix", *bench_matrix(source, clock, args.quick, log)))
             record = speed_record()
+            from alexnet_nb import config, speed, warm
+
+            if record and speed.images_per_s(record, batch=128, compiled=True):
+                # the matrix's compiled step is the paper recipe's network at batch 128: now in the cache
+                note_warmed(warm.graph_key(config.recipe("paper", batch_size=128)), "speed matrix",
+                            "compiled by the matrix")
             pack(args.out, STATE / "gpu.log")  # whatever happens next, the record is in $OUT already
         else:
             rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "
@@ -207,20 +213,7 @@ def bench_matrix(source, clock, quick, log):
     log(f"--> speed matrix: {' '.join(cmd[3:])}")
     status = runner.run_logged(cmd, STATE / "bench.log", timeout=min(budget + 60, clock.left() - PACK_SECONDS))
     log((STATE / "bench.log").read_text()[-4000:])
-    if path.exists() and speed_images_per_s(path):  # its compiled step is the paper recipe's network, now cached
-        from alexnet_nb import config, warm
-
-        note_warmed(warm.graph_key(config.recipe("paper", batch_size=128)), "speed matrix", "compiled by the matrix")
     return ("done", f"{path.name}") if status == 0 and path.exists() else ("failed", f"exit {status}")
-
-
-def speed_images_per_s(path):
-    from alexnet_nb import speed
-
-    try:
-        return speed.images_per_s(path, batch=128, compiled=True)
-    except (OSError, ValueError):
-        return None
 
 
 def note_warmed(key, name, detail, status="ok", seconds=0, compile_error=False):

@@ -84,15 +84,21 @@ def accuracy_table(results_dir, plan_path=plan_lib.DEFAULT_PLAN) -> str:
     return "\n".join(rows)
 
 
-def speed_table(results_dir) -> str:
-    from alexnet_nb import speed
-
+def _bench_records(results_dir) -> list:
+    """``[(file name, record)]`` of every readable ``bench-*.json`` in ``results_dir``, by name."""
     records = []
     for path in sorted(Path(results_dir).glob("bench-*.json")):
         try:
             records.append((path.name, json.loads(path.read_text())))
         except ValueError:
             continue
+    return records
+
+
+def speed_table(results_dir) -> str:
+    from alexnet_nb import speed
+
+    records = _bench_records(results_dir)
     if not records:
         return "No benchmark record in `results/` yet."
     return "\n\n".join(speed.markdown(record, name) if "entries" in record else _data_markdown(record, name)
@@ -160,14 +166,7 @@ def _on_h100(device, passed, met):
 def _speed_rows(results_dir):
     from alexnet_nb import speed
 
-    gpu = []
-    for path in sorted(Path(results_dir).glob("bench-*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except ValueError:
-            continue
-        if record.get("device_type") == "cuda" and "entries" in record:
-            gpu.append((path.name, record))
+    gpu = [(name, r) for name, r in _bench_records(results_dir) if r.get("device_type") == "cuda" and "entries" in r]
     speed_what = f">= {SPEED_TARGET:,} images/s, batch 128, the whole step, one H100"
     ratio_what = f">= {SPEED_RATIO_TARGET:g}x the blog's pipeline, same run"
     t4_what = f"30 epochs on a T4 <= {T4_MINUTES_TARGET:g} min (projected)"
