@@ -6,9 +6,11 @@ first compile's time). A run is given what is left of the budget as its
 ``--time-limit``, so it stops cleanly rather than being killed; one stopped
 that way is reported as cut off, never as finished. Each run's history,
 summary, log and curves land in ``<results>/<name>/``; its checkpoint stays in
-the runs folder.
+the runs folder, so a later call on the same (still warm) machine resumes a
+cut-off run where it stopped instead of starting it again.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -197,20 +199,37 @@ def run_logged(cmd, log_file, timeout):
             return f"killed after {timeout:.0f} s"
 
 
+def epochs_left(runs_dir, name):
+    """Epochs a run in ``runs_dir/<name>`` still has to train, when it stopped cleanly (the time limit, a
+    signal: ``stopped`` in its summary) and wrote its checkpoint; else None and the entry starts afresh: no
+    run there, a finished one, or one that failed or was killed (its checkpoint, if any, is not its last
+    epoch's)."""
+    from alexnet_nb import checkpoint
+
+    run_dir = Path(runs_dir) / name
+    summary = plan_lib.read_summary(run_dir)
+    if not (run_dir / checkpoint.NAME).exists() or not summary or plan_lib.finished(summary) \
+            or not summary.get("stopped"):
+        return None
+    done, planned = summary.get("epochs_done"), summary.get("epochs_planned")
+    return planned - done if isinstance(done, int) and isinstance(planned, int) and done < planned else None
+
+
 def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False,
-              hard_limit=None):
+              hard_limit=None, resume=False):
     """Train one plan entry in its own process; copy its history and summary into ``out_dir/<name>/``.
 
     ``time_limit`` is the run's own ``--time-limit`` (it stops cleanly before an epoch that would pass it);
-    ``hard_limit`` kills it if it has not ended by then. Only the last checkpoint is written: the results
-    are the history and summary, and a 460 MB save every epoch would cost minutes of GPU time.
+    ``hard_limit`` kills it if it has not ended by then. Only the last checkpoint is written (also when the
+    time limit stops the run, so that ``resume`` carries it on): the results are the history and summary,
+    and a 460 MB save every epoch would cost minutes of GPU time.
     """
     run_dir = Path(runs_dir) / entry.name
     result = Path(out_dir) / entry.name
     result.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "alexnet_nb.train", *entry.flags(chosen), "--name", entry.name,
-           "--out-dir", str(run_dir), "--overwrite", "--no-progress", "--time-limit", f"{max(time_limit, 1):.0f}",
-           "--checkpoint-every", "1000"]
+           "--out-dir", str(run_dir), "--resume" if resume else "--overwrite", "--no-progress",
+           "--time-limit", f"{max(time_limit, 1):.0f}", "--checkpoint-every", "1000"]
     if quick:
         cmd += ["--quick"]  # tiny sizes; the entry's own flags (its epochs) still win
     if quick or eager:  # eager when the benchmark saw compiling fail on this machine
@@ -237,20 +256,29 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
     """Run the plan's unfinished entries in order while their estimated time fits; returns the table rows.
 
     ``after_each()`` is called after every run (the GPU command packs what it has). When compiling breaks a
-    run, that run is tried once more eagerly and the rest go eager. When nothing has run yet and the first
-    entry does not fit but at least ``MIN_PARTIAL_S`` are left, it runs anyway, to be cut off: a partial
-    curve and a measured speed are worth more than an idle GPU.
+    run, that run is tried once more eagerly and the rest go eager. Once every entry that fits has run, the
+    first that did not still runs, to be cut off, when at least ``MIN_PARTIAL_S`` are left: the next call on
+    the same machine resumes it from its checkpoint (``epochs_left``: only those epochs are estimated), and a
+    partial curve is worth more than an idle GPU. At most one run is cut off per call: after it nothing fits.
     """
     known = summaries(*done_in, out_dir)
     chosen, reason = plan_lib.choose(plan, known)
     log(reason)
-    rows, started_any = [], False
+    rows, started_any, cut_off = [], False, False
     compiled = not quick and gpu() and compile_works(record, warmed)
     from alexnet_nb.warm import graph_key
 
     warm_keys = {w.get("key") for w in warmed if w.get("status") == "ok"}  # graphs in this machine's cache
-    queue = list(plan.entries)
-    while queue:
+    queue, deferred, forced = list(plan.entries), [], None  # deferred: (entry, need) that did not fit
+    while queue or deferred:
+        if not queue:  # nothing else fits: the first entry that did not may go ahead, to be cut off
+            entry, need = deferred.pop(0)
+            left = clock.left() - PACK_SECONDS
+            if cut_off or quick or left < MIN_PARTIAL_S:
+                rows.append((entry.name, "skipped", f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"))
+                continue
+            forced = entry
+            queue.append(entry)
         entry = queue.pop(0)
         if plan_lib.finished(known.get(entry.name)):
             rows.append((entry.name, "done", "results already there"))
@@ -267,19 +295,23 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             rows.append((entry.name, "skipped", "no speed measured yet to estimate its time"))
             continue
         sizes = plan_lib.quick_images() if quick else (plan_lib.TRAIN_IMAGES, plan_lib.EVAL_IMAGES)
-        need = plan_lib.estimate_seconds(cfg, speed, overhead_seconds(record, compiled, graph_key(cfg) in warm_keys),
-                                         *sizes)
+        remaining = epochs_left(runs_dir, entry.name)
+        to_train = dataclasses.replace(cfg, epochs=remaining) if remaining else cfg
+        need = plan_lib.estimate_seconds(to_train, speed,
+                                         overhead_seconds(record, compiled, graph_key(cfg) in warm_keys), *sizes)
         left = clock.left() - PACK_SECONDS
-        partial = need > left and not started_any and left >= MIN_PARTIAL_S and not quick
+        partial = need > left and entry is forced
         if need > left and not partial:
-            rows.append((entry.name, "skipped", f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"))
+            deferred.append((entry, need))
             continue
+        if remaining:
+            log(f"{entry.name}: resuming the cut-off run, {remaining} of {cfg.epochs} epochs to go")
         if partial:
             log(f"{entry.name} needs ~{need:.0f} s, {left:.0f} s are left: running it anyway, to be cut off")
-        started_any = True
+        started_any, cut_off = True, cut_off or partial
         summary, status, took, tail, log_file = run_entry(
             entry, chosen, out_dir, runs_dir, left - 10, quick, source, log, eager=not compiled,
-            hard_limit=clock.left() - PACK_SECONDS / 2)
+            hard_limit=clock.left() - PACK_SECONDS / 2, resume=bool(remaining))
         if (summary is None or status != 0) and compiled and compile_failed(log_file):
             log(f"{entry.name}: compiling failed ({tail[:120]}); this run again and the rest run eagerly")
             compiled = False
@@ -300,6 +332,8 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             warm_keys.add(graph_key(cfg))
         if after_each:
             after_each()
+        if entry is forced:  # what was put off gets another look: its graphs may be cached now
+            queue, deferred = [e for e, _ in deferred] + queue, []
         if chosen is None:
             chosen, reason = plan_lib.choose(plan, known)
             if chosen is not None:

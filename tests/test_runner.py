@@ -28,9 +28,10 @@ why = "second"
 
 def fake_run(outcomes, calls):
     """A stand-in for run_entry: each call takes the next outcome (summary, status, log text)."""
-    def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick, source, log, eager=False, hard_limit=None):
+    def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick, source, log, eager=False, hard_limit=None,
+                  resume=False):
         summary, status, text = outcomes.pop(0)
-        calls.append((entry.name, eager, round(time_limit)))
+        calls.append((entry.name, eager, round(time_limit)) + (("resume",) if resume else ()))
         log_file = Path(out_dir) / f"{entry.name}-{len(calls)}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text(text)
@@ -83,6 +84,42 @@ def test_the_first_run_goes_ahead_to_be_cut_off_when_nothing_would_fit(tmp_path,
     assert [name for name, _, _ in calls] == ["a"] and calls[0][2] <= 400 - runner.PACK_SECONDS
     assert rows[0][1] == "cut off" and rows[1][1] == "skipped"  # only the first goes ahead, and only once
     assert any("running it anyway, to be cut off" in line for line in logged)
+
+
+def _left_behind(runs, name, checkpoint=True, **summary):
+    """A run folder as an earlier call left it on this machine."""
+    folder = runs / name
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps(dict(finished=False, epochs_planned=30, **summary)))
+    if checkpoint:
+        (folder / "checkpoint.pt").write_bytes(b"")
+
+
+def test_a_run_cut_off_by_an_earlier_call_is_resumed_and_only_its_epochs_are_estimated(tmp_path, monkeypatch):
+    (tmp_path / "plan.toml").write_text(PLAN)
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    runs = tmp_path / "runs"
+    _left_behind(runs, "a", epochs_done=26, stopped="time limit 130 s: another epoch would end after it")
+    calls, logged = [], []
+    cut = dict(finished("blog"), finished=False, epochs_done=3, stopped="time limit")
+    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (cut, 0, "ok")], calls))
+    record = speed.example_record(images_per_s=1000.0, compile_s=10.0)  # 30 epochs need ~3,600 s, 4 ~500 s
+    rows = runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(900), tmp_path / "out", runs,
+                           record, log=logged.append, done_in=())
+    # a's last 4 epochs fit and resume; b does not fit but goes ahead, to be cut off (the next call resumes it)
+    assert [c[0] for c in calls] == ["a", "b"] and calls[0][-1] == "resume" and calls[1][-1] != "resume"
+    assert [r[1] for r in rows] == ["finished", "cut off"]
+    assert any("resuming the cut-off run, 4 of 30 epochs to go" in line for line in logged)
+
+
+def test_only_a_cleanly_stopped_run_with_its_checkpoint_is_resumed(tmp_path):
+    runs = tmp_path / "runs"
+    _left_behind(runs, "stopped", epochs_done=12, stopped="interrupted")
+    _left_behind(runs, "killed", epochs_done=12, stopped=None)  # a hard kill or a crash: no last checkpoint
+    _left_behind(runs, "no-checkpoint", checkpoint=False, epochs_done=12, stopped="time limit")
+    _left_behind(runs, "done", epochs_done=30, stopped=None)
+    assert runner.epochs_left(runs, "stopped") == 18
+    assert [runner.epochs_left(runs, n) for n in ("killed", "no-checkpoint", "done", "absent")] == [None] * 4
 
 
 def test_compiling_counts_as_broken_only_on_evidence():
@@ -169,10 +206,13 @@ why = "the network and batch of a: its graphs are cached once a has run"
     from alexnet_nb import warm
 
     calls.clear()
-    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (finished("ours"), 0, "ok")],
-                                                      calls))
+    cut = dict(finished("blog"), finished=False, epochs_done=3, stopped="time limit")
+    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (finished("ours"), 0, "ok"),
+                                                       (cut, 0, "ok")], calls))
     warmed = [{"key": warm.graph_key(plan.entries[0].config()), "status": "ok"}]  # a warm-up compiled it
     logged.clear()
     runner.run_plan(plan, runner.Clock(240), tmp_path / "out2", tmp_path / "runs", record, log=logged.append,
                     done_in=(), warmed=warmed)
-    assert calls[0][0] == "a" and not any("running it anyway" in line for line in logged)
+    # a and c fit; b (a cold graph) is put off until they have run, then goes ahead to be cut off
+    assert [c[0] for c in calls] == ["a", "c", "b"]
+    assert [line.split()[0] for line in logged if "running it anyway" in line] == ["b"]
