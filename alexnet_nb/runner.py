@@ -187,11 +187,12 @@ def _draw(folder):
     return ""
 
 
-def run_logged(cmd, log_file, timeout):
-    """Run ``cmd`` with its output in ``log_file`` (unbuffered: a killed run keeps its last lines); its exit
-    status, or why it was killed."""
+def run_logged(cmd, log_file, timeout, append=False):
+    """Run ``cmd`` with its output in ``log_file`` (unbuffered: a killed run keeps its last lines; ``append``:
+    after what is there, as a resumed run's log follows its first part); its exit status, or why it was
+    killed."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_file, "w") as out:
+    with open(log_file, "a" if append else "w") as out:
         try:
             return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=max(timeout, 1),
                                   env=env).returncode
@@ -238,7 +239,8 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
         cmd += ["--source", str(source)]
     log(f"--> {entry.name}: {' '.join(cmd[3:])}")
     started = time.monotonic()
-    status = run_logged(cmd, result / "train.log", timeout=hard_limit if hard_limit is not None else time_limit + 120)
+    status = run_logged(cmd, result / "train.log", timeout=hard_limit if hard_limit is not None else time_limit + 120,
+                        append=resume)
     for name in RUN_FILES[:3]:
         if (run_dir / name).exists():
             shutil.copy2(run_dir / name, result / name)

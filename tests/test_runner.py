@@ -1,6 +1,7 @@
 """The plan runner's decisions, with the training process faked: estimates, eager fallback, partial runs."""
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -216,3 +217,13 @@ why = "the network and batch of a: its graphs are cached once a has run"
     # a and c fit; b (a cold graph) is put off until they have run, then goes ahead to be cut off
     assert [c[0] for c in calls] == ["a", "c", "b"]
     assert [line.split()[0] for line in logged if "running it anyway" in line] == ["b"]
+
+
+def test_a_resumed_runs_log_follows_its_first_part(tmp_path):
+    log = tmp_path / "train.log"
+    say = [sys.executable, "-c"]
+    assert runner.run_logged(say + ["print('first part')"], log, timeout=60) == 0
+    assert runner.run_logged(say + ["print('resumed')"], log, timeout=60, append=True) == 0
+    assert log.read_text().split() == ["first", "part", "resumed"]
+    runner.run_logged(say + ["print('new run')"], log, timeout=60)
+    assert log.read_text().split() == ["new", "run"]
