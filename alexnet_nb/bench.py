@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from alexnet_nb import baseline, files, speed
+from alexnet_nb.lrn import IMPLS as LRN_IMPLS
 from alexnet_nb.bench_record import PEAK_FLOPS, peak_flops, t4_projection_minutes  # noqa: F401 (importable here)
 
 
@@ -90,7 +91,7 @@ def add_train_arguments(p):
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile our step (single run), or measure the compiled entries (matrix); "
                    "default: on a GPU yes, on a CPU no (compiling is slow there)")
-    p.add_argument("--lrn-impl", default="slices", choices=["slices", "torch"],
+    p.add_argument("--lrn-impl", default="slices", choices=list(LRN_IMPLS),
                    help="single run: our network's LRN (the matrix measures both)")
     p.add_argument("--workers", type=int, default=baseline.WORKERS, help="the blog's DataLoader workers (the blog: 2)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",

@@ -66,7 +66,7 @@ class Config:
     dropout_position: str = "after"  # after: on fc6/fc7 outputs (the paper) | before: on their inputs (torchvision)
     lrn: bool = True  # local response normalization after conv1 and conv2 (section 3.3)
     lrn_alpha: float = 1e-4  # the paper's alpha (the blog's nn.LocalResponseNorm(alpha=1e-3) is 2e-4 here)
-    lrn_impl: str = "slices"  # slices: fusible, keeps channels_last | torch: nn.LocalResponseNorm
+    lrn_impl: str = "slices"  # slices: fusible | torch: nn.LocalResponseNorm | triton: kernels (lrn_triton)
     pool: int = 3  # max-pooling window, stride 2: 3 overlaps (the paper, section 3.4) | 2 does not
     activation: str = "relu"  # relu (the paper) | tanh (section 3.1's comparison)
     # --- evaluation ---
@@ -117,7 +117,8 @@ class Config:
 
 CHOICES = {"schedule": ("paper", "step", "linear", "cosine", "onecycle"), "precision": ("auto", "fp32", "fp16", "bf16"),
            "init": ("default", "paper", "pytorch"), "dropout_position": ("after", "before"),
-           "lrn_impl": ("slices", "torch"), "activation": ("relu", "tanh"), "groups": (1, 2), "pool": (2, 3),
+           "lrn_impl": ("slices", "torch", "triton"), "activation": ("relu", "tanh"), "groups": (1, 2),
+           "pool": (2, 3),
            "compile_mode": ("default", "reduce-overhead"), "compile_scope": ("net", "step")}
 QUICK = dict(classes=4, holdout_per_class=2, max_train_images=16, max_eval_images=8, epochs=2, batch_size=8,
              eval_batch_size=8, precision="fp32", name="quick", log_every=1)

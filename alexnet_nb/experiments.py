@@ -48,22 +48,25 @@ RUNS_PER_CALL = 2
 
 
 def warm_targets(plan, bench_due, quick):
-    """``[(name, Config, flags)]`` to compile ahead, most useful first: the speed matrix's candidate ways of
-    compiling when the matrix is due (their graphs are compiled nowhere else; the matrix's own first entry
-    compiles the paper recipe's network, see :func:`bench_matrix`), then the networks of the next unfinished
-    plan entries, at most ``RUNS_PER_CALL`` of them (a graph warmed for an entry that cannot run in the next
-    call would be time spent for nothing). ``warm_up`` takes them in order while its time lasts: on the H200
-    one compile took 45-50 s, one per call at the default ``--prepare-seconds``. In quick mode the Configs
-    are the quick sizes the runs use."""
+    """``[(name, Config, flags)]`` to compile ahead, most useful first: the speed matrix's candidates
+    (``bench_record.CANDIDATES``) when the matrix is due (their graphs are compiled nowhere else; the
+    matrix's own first entry compiles the paper recipe's network, see :func:`bench_matrix`), then the
+    networks of the next unfinished plan entries, at most ``RUNS_PER_CALL`` of them (a graph warmed for an
+    entry that cannot run in the next call would be time spent for nothing). ``warm_up`` takes them in order
+    while its time lasts: on the H200 one compile took 28-50 s, one or two per call at the default
+    ``--prepare-seconds``. In quick mode the Configs are the quick sizes the runs use."""
     from alexnet_nb import config
-    from alexnet_nb.bench_record import VARIANTS
+    from alexnet_nb.bench_record import CANDIDATES, VARIANTS
 
     targets = []
     if bench_due and not quick:
-        for name, (scope, mode, _) in VARIANTS.items():
-            flags = ["--recipe", "paper", "--batch-size", "128", "--compile-scope", scope, "--compile-mode", mode]
-            targets.append((f"speed: {name}", config.recipe("paper", batch_size=128, compile_scope=scope,
-                                                            compile_mode=mode), flags))
+        for lrn_impl, variant, _ in CANDIDATES:
+            scope, mode, _ = VARIANTS[variant] if variant else ("net", "default", "")
+            flags = ["--recipe", "paper", "--batch-size", "128", "--lrn-impl", lrn_impl, "--compile-scope", scope,
+                     "--compile-mode", mode]
+            targets.append((f"speed: LRN {lrn_impl}" + (f", {variant}" if variant else ""),
+                            config.recipe("paper", batch_size=128, lrn_impl=lrn_impl, compile_scope=scope,
+                                          compile_mode=mode), flags))
     known = summaries(RESULTS, STATE / "results")
     chosen, _ = plan_lib.choose(plan, known)
     runs = 0

@@ -11,13 +11,16 @@ torch 2.14: one fused C++ function forward, one backward, which saves only
 the input and ``k + alpha * sum``). ``impl="torch"`` is the first version, kept for
 benchmarks: it calls ``nn.LocalResponseNorm``, which unsqueezes to 5-D, pads
 and runs ``avg_pool3d`` on an fp32 copy, and returns a contiguous tensor.
+``impl="triton"`` runs hand-written kernels on a GPU, with the backward
+written out (``alexnet_nb.lrn_triton``: why, and the formulas); off a GPU the
+same formulas in PyTorch ops.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-IMPLS = ("slices", "torch")
+IMPLS = ("slices", "torch", "triton")
 
 
 class LRN(nn.Module):
@@ -45,7 +48,7 @@ class LRN(nn.Module):
             self.norm = nn.LocalResponseNorm(size, alpha=alpha * size, beta=beta, k=k)
 
     def forward(self, x):
-        norm = self._slices if self.impl == "slices" else self._torch
+        norm = {"slices": self._slices, "torch": self._torch, "triton": self._triton}[self.impl]
         if self.groups == 1:
             return norm(x)
         return torch.cat([norm(c) for c in x.chunk(self.groups, dim=1)], dim=1)
@@ -59,6 +62,11 @@ class LRN(nn.Module):
         for i in range(2, self.size):
             window += sq[:, i:i + c]
         return (xf * window.mul_(self.alpha).add_(self.k).pow(-self.beta)).to(x.dtype)
+
+    def _triton(self, x):
+        from alexnet_nb import lrn_triton
+
+        return lrn_triton.lrn(x, self.size, self.alpha, self.beta, self.k)
 
     def _torch(self, x):
         # At least fp32, even under autocast: see the class docstring.

@@ -175,13 +175,15 @@ def _speed_rows(results_dir):
     rows = []
     for name, r in gpu:
         where, device = f"`results/{name}`", r["device"]
-        # What training runs: the default compiled step (a candidate way of compiling counts once it is the default).
-        ours = next((e for e in speed.matching(r, batch=128) if e["status"] == "measured"), None)
+        # What training runs: the default compiled step, with the LRN the plan runner adopts from this record (a
+        # candidate way of compiling counts once it is the default).
+        ours = speed.training_entry(r, batch=128)
         if ours is None:
             rows += [f"| {w} | not measured on {device} | | {where} |" for w in (speed_what, ratio_what)]
         else:
             fast = ours["images_per_s"] >= SPEED_TARGET
-            rows.append(f"| {speed_what} | {ours['images_per_s']:,.0f} on {device} | "
+            lrn = "" if ours["lrn_impl"] == "slices" else f" (LRN {ours['lrn_impl']})"
+            rows.append(f"| {speed_what} | {ours['images_per_s']:,.0f}{lrn} on {device} | "
                         f"{_on_h100(device, fast, _met(fast))} | {where} |")
             ratio = ours.get("vs_blog")
             if ratio:

@@ -80,14 +80,14 @@ def speed_record(state=STATE, committed=RESULTS, device=None):
 def covers_matrix(record, batch=128) -> bool:
     """Whether ``record`` holds every entry that the GPU command's speed matrix (at ``batch``) plans now, with
     an answer (measured, or failed with its reason) for each step the targets are judged on: the blog's, and
-    ours compiled as training runs it and in each candidate way. The rest may have been skipped for the
+    ours compiled as training runs it and as each candidate. The rest may have been skipped for the
     budget: measuring the whole matrix again for those would cost every later session a run's worth of
     minutes."""
     from alexnet_nb import speed
 
     status = {e.get("id"): e.get("status") for e in record.get("entries", [])}
     for e in speed.plan([batch], gpu=True):
-        judged = e["what"] == "step" and (e["pipeline"] == "blog" or (e["compiled"] and e["lrn_impl"] == "slices"))
+        judged = e["what"] == "step" and (e["pipeline"] == "blog" or e["compiled"])
         if e["id"] not in status or (judged and status[e["id"]] not in ("measured", "failed")):
             return False
     return True
@@ -216,19 +216,30 @@ def epochs_left(runs_dir, name):
     return planned - done if isinstance(done, int) and isinstance(planned, int) and done < planned else None
 
 
+def adopted_lrn(record, compiled):
+    """The LRN implementation training runs use on this machine: the one ``bench_record.training_entry`` picks
+    from the matrix (another than "slices" only when measured clearly faster, compiled, after its check on the
+    device), or None for the recipes' own."""
+    from alexnet_nb import speed
+
+    found = speed.training_entry(record) if record and compiled else None
+    return found["lrn_impl"] if found and found["lrn_impl"] != "slices" else None
+
+
 def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False,
-              hard_limit=None, resume=False):
+              hard_limit=None, resume=False, extra=()):
     """Train one plan entry in its own process; copy its history and summary into ``out_dir/<name>/``.
 
     ``time_limit`` is the run's own ``--time-limit`` (it stops cleanly before an epoch that would pass it);
-    ``hard_limit`` kills it if it has not ended by then. Only the last checkpoint is written (also when the
+    ``hard_limit`` kills it if it has not ended by then; ``extra`` flags follow the entry's own. Only the
+    last checkpoint is written (also when the
     time limit stops the run, so that ``resume`` carries it on): the results are the history and summary,
     and a 460 MB save every epoch would cost minutes of GPU time.
     """
     run_dir = Path(runs_dir) / entry.name
     result = Path(out_dir) / entry.name
     result.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "alexnet_nb.train", *entry.flags(chosen), "--name", entry.name,
+    cmd = [sys.executable, "-m", "alexnet_nb.train", *entry.flags(chosen), *extra, "--name", entry.name,
            "--out-dir", str(run_dir), "--resume" if resume else "--overwrite", "--no-progress",
            "--time-limit", f"{max(time_limit, 1):.0f}", "--checkpoint-every", "1000"]
     if quick:
@@ -271,6 +282,10 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
     from alexnet_nb.warm import graph_key
 
     warm_keys = {w.get("key") for w in warmed if w.get("status") == "ok"}  # graphs in this machine's cache
+    lrn = adopted_lrn(record, compiled)
+    extra = ["--lrn-impl", lrn] if lrn else []
+    if lrn:
+        log(f"training runs use --lrn-impl {lrn}: the speed matrix measured it faster than the slices LRN")
     queue, deferred, forced = list(plan.entries), [], None  # deferred: (entry, need) that did not fit
     while queue or deferred:
         if not queue:  # nothing else fits: the first entry that did not may go ahead, to be cut off
@@ -288,8 +303,8 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         if entry.recipe == plan_lib.CHOSEN and chosen is None:
             rows.append((entry.name, "waiting", reason))
             continue
-        extra = dict(plan_lib.QUICK_SIZES) if quick else {}
-        cfg = entry.config(chosen, **extra)
+        sizes_extra = dict(plan_lib.QUICK_SIZES) if quick else {}
+        cfg = entry.config(chosen, **sizes_extra, **({"lrn_impl": lrn} if lrn else {}))
         speed = measured_speed(record, cfg, compiled)
         if speed is None and gpu() and not quick:
             speed = GUESSED_GPU_SPEED
@@ -313,7 +328,7 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         started_any, cut_off = True, cut_off or partial
         summary, status, took, tail, log_file = run_entry(
             entry, chosen, out_dir, runs_dir, left - 10, quick, source, log, eager=not compiled,
-            hard_limit=clock.left() - PACK_SECONDS / 2, resume=bool(remaining))
+            hard_limit=clock.left() - PACK_SECONDS / 2, resume=bool(remaining), extra=extra)
         if (summary is None or status != 0) and compiled and compile_failed(log_file):
             log(f"{entry.name}: compiling failed ({tail[:120]}); this run again and the rest run eagerly")
             compiled = False

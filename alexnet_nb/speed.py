@@ -10,21 +10,20 @@ steps after ``warmup`` steps; the first step is also timed on its own
 compile time ``compile_s``).
 
 The matrix (``--matrix``), most important first, so that a run cut short
-keeps the head: (1) ours compiled, new LRN ("slices"), first batch size (128
-on a GPU: the target); (2) the blog's step at that batch, the reference of
-every ratio; (3, 4) ours eager with the new and the old LRN
-(``nn.LocalResponseNorm``); (5) our input pipeline alone; (6, 7) the candidate
-ways of compiling that may close the gap to the 30,000 images/s target
-(``bench_record.VARIANTS``): the network's graphs as CUDA graphs, then
-augmentation + network + loss as one graph replayed as CUDA graphs; (8) the
-blog's input pipeline alone; (9) the whole step compiled without CUDA graphs
-(which half of the pair helps); then ours
-eager, new LRN, at the other batch sizes (no compile: cheap); ours compiled
-with the old LRN at the first batch (does compiling make the LRN choice
-moot?); ours compiled at the other batch sizes (a compile each); ours eager,
-old LRN, at the other batch sizes. Not planned: compiled old LRN at the
-other batch sizes (two more compiles for the least useful corner of the
-grid) and the blog at other batch sizes (its step waits on its 2-worker
+keeps the head: (1) ours compiled, "slices" LRN, first batch size (128 on a
+GPU: the target); (2) the blog's step at that batch, the reference of every
+ratio; (3, 4) ours eager with the slices and the old LRN
+(``nn.LocalResponseNorm``); (5) our input pipeline alone; (6, 7) the
+candidates that may close the gap to the 30,000 images/s target
+(``bench_record.CANDIDATES``, each checked against the slices LRN on the
+device before it is timed); (8) the blog's input pipeline alone; then ours
+eager, slices LRN, at the other batch sizes (no compile: cheap); ours compiled
+at the other batch sizes (a compile each); ours eager, old LRN, at the other
+batch sizes. No longer planned, measured on an H200 on 2026-11-27 (the numbers
+are in git's history of ``results/bench-gpu-nvidia-h200.json``): the compiled
+old LRN (3-4% slower than slices, twice), the network's graphs as CUDA graphs
+alone (+1.3%) and the whole step compiled without CUDA graphs (-3%). Not
+planned either: the blog at other batch sizes (its step waits on its 2-worker
 DataLoader, whatever the batch). On a CPU the compiled entries are skipped
 unless ``--compile`` asks for them.
 
@@ -50,10 +49,10 @@ from pathlib import Path
 import torch
 
 from alexnet_nb import baseline, config, data, env, files, step
-from alexnet_nb.bench_record import (NUM_CLASSES, SCHEMA, VARIANTS, derive, flops_per_image, new_entry, peak_flops,
-                                     row, table)
+from alexnet_nb.bench_record import (CANDIDATES, NUM_CLASSES, SCHEMA, VARIANTS, derive, flops_per_image, new_entry,
+                                     peak_flops, row, table)
 from alexnet_nb.bench_record import (  # noqa: F401 (the experiment runner reads records through speed)
-    compile_seconds, example_record, images_per_s, markdown, matching)
+    compile_seconds, example_record, images_per_s, markdown, matching, training_entry)
 
 # The target is the whole command in under 3 minutes on an H100; what the budget does not count
 # (starting Python, importing torch) gets the other 20 s.
@@ -82,15 +81,12 @@ def plan(batches, matrix=True, compile=None, gpu=True, lrn_impl="slices"):
     if not matrix:
         return [ours(b0, step.on_gpu(compile, "cuda" if gpu else "cpu"), lrn_impl), new_entry("step", "blog", b0),
                 *inputs]
-    def variant(name):
-        return new_entry("step", "ours", b0, True, "slices", name)
-
-    # The candidates after the cheap established entries: a hard crash in one (a CUDA graph, the profiler)
-    # can then only take what comes after it.
+    # The candidates after the cheap established entries: a hard crash in one (a kernel, a CUDA graph, the
+    # profiler) can then only take what comes after it.
+    candidates = [new_entry("step", "ours", b0, True, lrn, name) for lrn, name, _ in CANDIDATES]
     entries = ([ours(b0, True, "slices"), new_entry("step", "blog", b0), ours(b0, False, "slices"),
-                ours(b0, False, "torch"), inputs[0], variant("cudagraphs"), variant("whole-step-cudagraphs"),
-                inputs[1], variant("whole-step")] + [ours(b, False, "slices") for b in rest]
-               + [ours(b0, True, "torch")] + [ours(b, True, "slices") for b in rest]
+                ours(b0, False, "torch"), inputs[0], *candidates, inputs[1]]
+               + [ours(b, False, "slices") for b in rest] + [ours(b, True, "slices") for b in rest]
                + [ours(b, False, "torch") for b in rest])
     for e in entries:
         if e["compiled"] and compile is False:
@@ -184,6 +180,12 @@ class _Run:
                 else (lambda: next(batches))
         else:
             cfg = self.config(entry)
+            if cfg.lrn_impl == "triton" and self.device.type == "cuda":
+                from alexnet_nb import lrn_triton
+
+                entry["check"] = lrn_triton.check(self.device)  # timed only once it computes the same LRN
+                if not entry["check"]["ok"]:
+                    raise ValueError(f"the triton LRN differs from the slices formulas: {entry['check']['errors']}")
             draw = self.draw(cfg)
             if entry["compiled"]:
                 torch._dynamo.reset()  # a fresh graph per batch size: no dynamic-shape recompile, a true compile time

@@ -81,7 +81,7 @@ def test_matrix_writes_a_complete_record_after_every_entry(folder, tmp_path, tin
     record = bench.main(train_args(folder, tmp_path, "--matrix", "--budget", "60", "--batch-sizes", "2", "4",
                                    "--compile", "--json", out))
     planned = [e["id"] for e in speed.plan([2, 4], matrix=True, compile=True, gpu=False)]
-    assert [e["id"] for e in record["entries"]] == planned and len(planned) == 13
+    assert [e["id"] for e in record["entries"]] == planned and len(planned) == 11
     statuses = {e["id"]: e["status"] for e in record["entries"]}
     # A failed compile loses nothing else: every compiled entry says why, every other one was measured.
     for e in record["entries"]:
@@ -112,12 +112,11 @@ def test_an_interrupted_matrix_keeps_what_it_measured(folder, tmp_path, tiny_net
     with pytest.raises(KeyboardInterrupt):
         bench.main(train_args(folder, tmp_path, "--matrix", "--batch-sizes", "2", "--json", str(out)))
     killed = [e["status"] for e in seen_at_interrupt[0]["entries"]]
-    # on a CPU the compiled entries (the default and the three candidate ways of compiling) are skipped
-    assert killed == ["skipped", "measured", "measured", "running", "pending", "skipped", "skipped", "pending",
-                      "skipped", "skipped"]
+    # on a CPU the compiled entries (the default and the two candidates) are skipped
+    assert killed == ["skipped", "measured", "measured", "running", "pending", "skipped", "skipped", "pending"]
     kept = json.loads(out.read_text())
     assert not kept["finished"]
-    assert [e["status"] for e in kept["entries"]] == ["skipped", "measured", "measured"] + ["skipped"] * 7
+    assert [e["status"] for e in kept["entries"]] == ["skipped", "measured", "measured"] + ["skipped"] * 5
     assert all(kept["entries"][i]["reason"] == "interrupted (KeyboardInterrupt)" for i in (3, 4, 7))
     assert speed.images_per_s(kept, batch=2, compiled=False) > 0
     assert "CUT OFF" in bench_record.table(kept)
@@ -164,8 +163,10 @@ def test_the_table_fits_and_states_the_projection_as_one():
                   workers=2, flops_per_image=6.79e9, peak_flops=989e12, peak_precision="bf16", finished=True,
                   elapsed_s=170.0, budget_s=160.0, entries=entries)
     bench_record.derive(record)
-    best_128 = max((e for e in entries if e["batch"] == 128 and e["what"] == "step" and e["pipeline"] == "ours"),
-                   key=lambda e: e["images_per_s"])
+    # what training runs: the triton LRN, measured more than 3% faster than slices here (a candidate variant
+    # measured faster still is not what training runs)
+    best_128 = bench_record.training_entry(record, 128)
+    assert best_128["id"] == "ours-step-compiled-triton-b128"
     p = record["projection"]
     assert p["entry"] == best_128["id"] and p["fraction_of_peak"] == pytest.approx(best_128["images_per_s"] *
                                                                                     6.79e9 / 989e12)
@@ -213,9 +214,8 @@ def test_a_single_run_profiles_our_step_and_the_matrix_only_compiled_steps_at_th
         profile, matrix, batch_sizes = 20, True, [128, 256]
 
     chosen = [e["id"] for e in speed.plan([128, 256], gpu=True) if speed.profiled(e, Args)]
-    assert chosen == ["ours-step-compiled-slices-b128", "ours-step-compiled-slices-cudagraphs-b128",
-                      "ours-step-compiled-slices-whole-step-cudagraphs-b128",
-                      "ours-step-compiled-slices-whole-step-b128", "ours-step-compiled-torch-b128"]
+    assert chosen == ["ours-step-compiled-slices-b128", "ours-step-compiled-triton-b128",
+                      "ours-step-compiled-triton-whole-step-cudagraphs-b128"]
     Args.profile = 0
     assert not any(speed.profiled(e, Args) for e in speed.plan([128], gpu=True))
 

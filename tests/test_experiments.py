@@ -191,15 +191,20 @@ def test_warming_up_compiles_the_due_matrix_candidates_then_the_next_two_runs(tm
 
     plan = plan_lib.load()
     names = [name for name, _, _ in experiments.warm_targets(plan, bench_due=True, quick=False)]
-    measured_order = [f"speed: {e['variant']}" for e in speed.plan([128], gpu=True) if e.get("variant")]
-    assert names == measured_order + ["blog", "paper"] and len(measured_order) == 3
+    measured_order = [f"speed: LRN {e['lrn_impl']}" + (f", {e['variant']}" if e["variant"] else "")
+                      for e in speed.plan([128], gpu=True)
+                      if e["compiled"] and e["id"] != "ours-step-compiled-slices-b128"]
+    assert names == measured_order + ["blog", "paper"] and len(measured_order) == 2
     # the keys are those the runner estimates with: the entry's Config, at the quick sizes in quick mode
     for quick, extra in ((False, {}), (True, dict(plan_lib.QUICK_SIZES))):
         _, cfg, _ = experiments.warm_targets(plan, bench_due=False, quick=quick)[0]
         assert warm.graph_key(cfg) == warm.graph_key(plan.entries[0].config(None, **extra))
-    _, cfg, flags = experiments.warm_targets(plan, bench_due=True, quick=False)[0]
-    assert (cfg.compile_mode, cfg.compile_scope, cfg.batch_size) == ("reduce-overhead", "net", 128)
+    (_, first, _), (_, second, flags) = experiments.warm_targets(plan, bench_due=True, quick=False)[:2]
+    assert (first.lrn_impl, first.compile_mode, first.compile_scope, first.batch_size) == \
+        ("triton", "default", "net", 128)
+    assert (second.lrn_impl, second.compile_mode, second.compile_scope) == ("triton", "reduce-overhead", "step")
     assert flags[flags.index("--compile-mode") + 1] == "reduce-overhead"
+    assert flags[flags.index("--lrn-impl") + 1] == "triton"
     # no matrix due (or quick mode): only the runs; finished ones are passed over
     (tmp_path / "results" / "blog").mkdir(parents=True)
     (tmp_path / "results" / "blog" / "summary.json").write_text(json.dumps({"finished": True, "recipe": "blog"}))

@@ -35,7 +35,7 @@ def test_model_lrn_is_this_one():
     assert model.LRN is LRN
 
 
-@pytest.mark.parametrize("impl", ["slices", "torch"])
+@pytest.mark.parametrize("impl", ["slices", "torch", "triton"])
 def test_lrn_matches_the_paper_formula(impl):
     a = activations((2, 9, 3, 3))
     expected = paper_lrn(a)
@@ -80,7 +80,7 @@ def test_slices_gradients(groups, layout):
     assert torch.autograd.gradcheck(LRN(groups=groups), (a,))
 
 
-@pytest.mark.parametrize("impl", ["slices", "torch"])
+@pytest.mark.parametrize("impl", ["slices", "torch", "triton"])
 def test_lrn_groups_keep_each_gpu_separate(impl):
     a = activations((1, 8, 2, 2), dtype=torch.float32)
     b = a.clone()

@@ -30,9 +30,9 @@ why = "second"
 def fake_run(outcomes, calls):
     """A stand-in for run_entry: each call takes the next outcome (summary, status, log text)."""
     def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick, source, log, eager=False, hard_limit=None,
-                  resume=False):
+                  resume=False, extra=()):
         summary, status, text = outcomes.pop(0)
-        calls.append((entry.name, eager, round(time_limit)) + (("resume",) if resume else ()))
+        calls.append((entry.name, eager, round(time_limit)) + tuple(extra) + (("resume",) if resume else ()))
         log_file = Path(out_dir) / f"{entry.name}-{len(calls)}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text(text)
@@ -227,3 +227,36 @@ def test_a_resumed_runs_log_follows_its_first_part(tmp_path):
     assert log.read_text().split() == ["first", "part", "resumed"]
     runner.run_logged(say + ["print('new run')"], log, timeout=60)
     assert log.read_text().split() == ["new", "run"]
+
+
+def _with_triton(speed_of_triton, status="measured"):
+    """The example record plus a compiled triton-LRN entry at batch 128."""
+    from alexnet_nb.bench_record import new_entry
+
+    record = speed.example_record(images_per_s=20_000.0, compile_s=7.0)
+    record["entries"].append(dict(new_entry("step", "ours", 128, True, "triton"), status=status, reason=None,
+                                  images_per_s=speed_of_triton if status == "measured" else None, compile_s=7.0))
+    return record
+
+
+def test_training_adopts_an_lrn_only_when_the_matrix_measured_it_clearly_faster(tmp_path, monkeypatch):
+    assert speed.training_entry(_with_triton(26_000.0))["lrn_impl"] == "triton"
+    assert speed.training_entry(_with_triton(20_300.0))["lrn_impl"] == "slices"  # within the noise: not adopted
+    assert speed.training_entry(_with_triton(None, status="failed"))["lrn_impl"] == "slices"  # its check failed
+    assert runner.adopted_lrn(_with_triton(26_000.0), compiled=False) is None  # measured compiled only
+    (tmp_path / "plan.toml").write_text(PLAN)
+    monkeypatch.setattr(runner, "gpu", lambda: True)
+    calls, logged = [], []
+    monkeypatch.setattr(runner, "run_entry", fake_run([(finished("paper"), 0, "ok"), (finished("blog"), 0, "ok")],
+                                                      calls))
+    runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(10_000), tmp_path / "out", tmp_path / "runs",
+                    _with_triton(26_000.0), log=logged.append, done_in=())
+    assert all(c[3:5] == ("--lrn-impl", "triton") for c in calls) and len(calls) == 2
+    assert any("--lrn-impl triton" in line for line in logged)
+
+
+def test_the_projection_and_the_targets_follow_what_training_runs():
+    record = _with_triton(26_000.0)
+    record.update(flops_per_image=1e9, peak_flops=1e15)
+    speed.derive(record)
+    assert record["projection"]["entry"] == "ours-step-compiled-triton-b128"
