@@ -163,8 +163,8 @@ def images_per_s(record, batch=128, compiled=True, lrn_impl="slices", pipeline="
 def training_entry(record, batch=128):
     """The measured entry training runs at ``batch``: ours compiled the default way, with the "slices" LRN unless
     another implementation was measured at least ``ADOPT_MARGIN`` times as fast (the fastest such); or None.
-    A candidate LRN is measured only after it matched the slices LRN on the device (``speed``), so a
-    measured one is also a checked one."""
+    The triton LRN is timed only after it matched the slices formulas on the device (``speed``), so a
+    measured one is also a checked one; the other ("torch", in older records) is PyTorch's own."""
     found = {e["lrn_impl"]: e for e in matching(record, batch=batch, lrn_impl=None) if e["status"] == "measured"}
     base = found.get("slices")
     if base is None:

@@ -94,10 +94,11 @@ def history_frame(state) -> pd.DataFrame:
     return pd.DataFrame(state["history"])
 
 
-# What may change when a run is resumed: how it runs, not what it computes.
+# What may change when a run is resumed: how it runs, not what it computes (every LRN implementation computes
+# the same function, and the LRN has no weights).
 RESUME_MAY_CHANGE = ("epochs", "device", "precision", "compile", "fused_sgd", "eval_batch_size", "progress",
                      "log_every", "resume", "overwrite", "name", "out_dir", "source", "checkpoint_every",
-                     "time_limit")
+                     "time_limit", "lrn_impl")
 
 
 def resumed_config(cfg, saved, say=print):

@@ -47,14 +47,15 @@ BENCH_SECONDS = 180.0
 RUNS_PER_CALL = 2
 
 
-def warm_targets(plan, bench_due, quick):
+def warm_targets(plan, bench_due, quick, record=None):
     """``[(name, Config, flags)]`` to compile ahead, most useful first: the speed matrix's candidates
     (``bench_record.CANDIDATES``) when the matrix is due (their graphs are compiled nowhere else; the
     matrix's own first entry compiles the paper recipe's network, see :func:`bench_matrix`), then the
     networks of the next unfinished plan entries, at most ``RUNS_PER_CALL`` of them (a graph warmed for an
     entry that cannot run in the next call would be time spent for nothing). ``warm_up`` takes them in order
     while its time lasts: on the H200 one compile took 28-50 s, one or two per call at the default
-    ``--prepare-seconds``. In quick mode the Configs are the quick sizes the runs use."""
+    ``--prepare-seconds``. In quick mode the Configs are the quick sizes the runs use; with the LRN that
+    ``record`` makes the runs adopt (``runner.adopted_lrn``), as the runs will use it."""
     from alexnet_nb import config
     from alexnet_nb.bench_record import CANDIDATES, VARIANTS
 
@@ -69,19 +70,21 @@ def warm_targets(plan, bench_due, quick):
                                           compile_mode=mode), flags))
     known = summaries(RESULTS, STATE / "results")
     chosen, _ = plan_lib.choose(plan, known)
+    lrn = None if quick else runner.adopted_lrn(record, compiled=True)
     runs = 0
     for entry in plan.entries:
         if runs == RUNS_PER_CALL:
             break
         if plan_lib.finished(known.get(entry.name)) or (entry.recipe == plan_lib.CHOSEN and chosen is None):
             continue
-        targets.append((entry.name, entry.config(chosen, **(dict(plan_lib.QUICK_SIZES) if quick else {})),
-                        entry.flags(chosen)))
+        extra = {**(dict(plan_lib.QUICK_SIZES) if quick else {}), **({"lrn_impl": lrn} if lrn else {})}
+        targets.append((entry.name, entry.config(chosen, **extra),
+                        entry.flags(chosen) + (["--lrn-impl", lrn] if lrn else [])))
         runs += 1
     return targets
 
 
-def warm_up(plan, clock, seconds, quick, log, bench_due=False):
+def warm_up(plan, clock, seconds, quick, log, bench_due=False, record=None):
     """Compile (on a GPU) or smoke-test (on a CPU) the graphs of ``warm_targets`` on random data, so the next
     calls find them in the compile cache. One process per distinct graph (``warm.graph_key``: recipes that
     differ only outside the network share one); what each gave is kept in ``warmed.json``, so a later call
@@ -92,7 +95,7 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False):
     until = clock.used() + seconds
     done = {w["key"] for w in read_warmed()}
     last = None
-    for name, cfg, flags in warm_targets(plan, bench_due, quick):
+    for name, cfg, flags in warm_targets(plan, bench_due, quick, record):
         key = warm.graph_key(cfg)
         if key in done:  # the same network and shapes as one warmed before
             continue
@@ -175,7 +178,7 @@ def gpu(args):
     rows = []
     if not complete:
         rows = warm_up(plan, clock, min(args.prepare_seconds, clock.left() - PACK_SECONDS), args.quick, log,
-                       bench_due=record is None)
+                       bench_due=record is None, record=record)
     else:
         source = data_dir / dataset_parts.ROOT_NAME
         if record is None:
@@ -183,10 +186,12 @@ def gpu(args):
             record = speed_record()
             from alexnet_nb import config, speed, warm
 
-            if record and speed.images_per_s(record, batch=128, compiled=True):
-                # the matrix's compiled step is the paper recipe's network at batch 128: now in the cache
-                note_warmed(warm.graph_key(config.recipe("paper", batch_size=128)), "speed matrix",
-                            "compiled by the matrix")
+            for e in speed.matching(record or {}, batch=128, lrn_impl=None):
+                # the matrix's compiled steps are the paper recipe's network at batch 128 (with each LRN): in the
+                # cache now, for the runs that use that network
+                if e["status"] == "measured":
+                    note_warmed(warm.graph_key(config.recipe("paper", batch_size=128, lrn_impl=e["lrn_impl"])),
+                                "speed matrix", "compiled by the matrix")
             pack(args.out, STATE / "gpu.log")  # whatever happens next, the record is in $OUT already
         else:
             rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "

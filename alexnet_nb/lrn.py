@@ -23,6 +23,22 @@ from torch import nn
 IMPLS = ("slices", "torch", "triton")
 
 
+def window(size):
+    """(before, after): the channels each side of channel c in its window (an even size puts the extra one after)."""
+    return size // 2, size - 1 - size // 2
+
+
+def window_sum(t, before, after):
+    """sum_{j = c - before .. c + after} t_j over dim 1, as channel-shifted slices of a zero-padded ``t``: the
+    paper's window is cut off at the first and last kernel map."""
+    c = t.shape[1]
+    padded = F.pad(t, (0, 0, 0, 0, before, after))
+    out = padded[:, :c] + padded[:, 1:c + 1] if before + after else padded.clone()
+    for i in range(2, before + after + 1):
+        out += padded[:, i:i + c]
+    return out
+
+
 class LRN(nn.Module):
     """The paper's LRN; ``alpha`` is the paper's (not divided by n).
 
@@ -55,13 +71,8 @@ class LRN(nn.Module):
 
     def _slices(self, x):
         xf = x.float() if x.dtype == torch.float16 else x
-        c, before = x.shape[1], self.size // 2
-        # Zero channels beyond both ends: the paper's window is cut off at the first and last kernel map.
-        sq = F.pad(xf.square(), (0, 0, 0, 0, before, self.size - 1 - before))
-        window = sq[:, :c] + sq[:, 1:c + 1]
-        for i in range(2, self.size):
-            window += sq[:, i:i + c]
-        return (xf * window.mul_(self.alpha).add_(self.k).pow(-self.beta)).to(x.dtype)
+        total = window_sum(xf.square(), *window(self.size))
+        return (xf * total.mul_(self.alpha).add_(self.k).pow(-self.beta)).to(x.dtype)
 
     def _triton(self, x):
         from alexnet_nb import lrn_triton

@@ -112,7 +112,10 @@ def compile_works(record, warmed=()) -> bool:
     return not any(e.get("status") in ("failed", "running") for e in compiled)
 
 
-COMPILE_TRACES = ("torch._dynamo", "torch._inductor", "triton", "InductorError", "BackendCompilerFailed")
+# Markers of a failed compile. Not a bare "triton": our LRN's kernels live in alexnet_nb/lrn_triton.py, so any
+# traceback through them (out of memory, say) would read as a compile failure and send the rest eager.
+COMPILE_TRACES = ("torch._dynamo", "torch._inductor", "triton.compiler", "CompilationError", "InductorError",
+                  "BackendCompilerFailed")
 
 
 def compile_failed(text) -> bool:
@@ -200,11 +203,11 @@ def run_logged(cmd, log_file, timeout, append=False):
             return f"killed after {timeout:.0f} s"
 
 
-def epochs_left(runs_dir, name):
+def epochs_left(runs_dir, name, epochs):
     """Epochs a run in ``runs_dir/<name>`` still has to train, when it stopped cleanly (the time limit, a
     signal: ``stopped`` in its summary) and wrote its checkpoint; else None and the entry starts afresh: no
     run there, a finished one, or one that failed or was killed (its checkpoint, if any, is not its last
-    epoch's)."""
+    epoch's), or one planned for another number of ``epochs`` than the entry's now."""
     from alexnet_nb import checkpoint
 
     run_dir = Path(runs_dir) / name
@@ -213,7 +216,7 @@ def epochs_left(runs_dir, name):
             or not summary.get("stopped"):
         return None
     done, planned = summary.get("epochs_done"), summary.get("epochs_planned")
-    return planned - done if isinstance(done, int) and isinstance(planned, int) and done < planned else None
+    return planned - done if isinstance(done, int) and planned == epochs and done < planned else None
 
 
 def adopted_lrn(record, compiled):
@@ -232,9 +235,9 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
 
     ``time_limit`` is the run's own ``--time-limit`` (it stops cleanly before an epoch that would pass it);
     ``hard_limit`` kills it if it has not ended by then; ``extra`` flags follow the entry's own. Only the
-    last checkpoint is written (also when the
-    time limit stops the run, so that ``resume`` carries it on): the results are the history and summary,
-    and a 460 MB save every epoch would cost minutes of GPU time.
+    last checkpoint is written (also when the time limit stops the run, so that ``resume`` carries it on):
+    the results are the history and summary, and a 460 MB save every epoch would cost minutes of GPU time.
+    Returns (summary, exit status, seconds, the log's last line, the text this attempt added to the log).
     """
     run_dir = Path(runs_dir) / entry.name
     result = Path(out_dir) / entry.name
@@ -250,7 +253,9 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
         cmd += ["--source", str(source)]
     log(f"--> {entry.name}: {' '.join(cmd[3:])}")
     started = time.monotonic()
-    status = run_logged(cmd, result / "train.log", timeout=hard_limit if hard_limit is not None else time_limit + 120,
+    log_file = result / "train.log"
+    before = log_file.stat().st_size if resume and log_file.exists() else 0  # a resumed run appends to its log
+    status = run_logged(cmd, log_file, timeout=hard_limit if hard_limit is not None else time_limit + 120,
                         append=resume)
     for name in RUN_FILES[:3]:
         if (run_dir / name).exists():
@@ -260,8 +265,9 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
         summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why}
         (result / "summary.json").write_text(json.dumps(summary, indent=2))
         _draw(result)
-    tail = (result / "train.log").read_text().strip().splitlines()[-1:] if (result / "train.log").exists() else []
-    return summary, status, time.monotonic() - started, (tail[0] if tail else ""), result / "train.log"
+    added = log_file.read_bytes()[before:].decode(errors="replace") if log_file.exists() else ""
+    tail = added.strip().splitlines()[-1:]
+    return summary, status, time.monotonic() - started, (tail[0] if tail else ""), added[-20000:]
 
 
 def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, log=print, done_in=(RESULTS,),
@@ -272,7 +278,8 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
     run, that run is tried once more eagerly and the rest go eager. Once every entry that fits has run, the
     first that did not still runs, to be cut off, when at least ``MIN_PARTIAL_S`` are left: the next call on
     the same machine resumes it from its checkpoint (``epochs_left``: only those epochs are estimated), and a
-    partial curve is worth more than an idle GPU. At most one run is cut off per call: after it nothing fits.
+    partial curve is worth more than an idle GPU. At most one entry is started that does not fit (a run
+    estimated to fit may still be cut off by its time limit).
     """
     known = summaries(*done_in, out_dir)
     chosen, reason = plan_lib.choose(plan, known)
@@ -312,7 +319,7 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             rows.append((entry.name, "skipped", "no speed measured yet to estimate its time"))
             continue
         sizes = plan_lib.quick_images() if quick else (plan_lib.TRAIN_IMAGES, plan_lib.EVAL_IMAGES)
-        remaining = epochs_left(runs_dir, entry.name)
+        remaining = epochs_left(runs_dir, entry.name, entry.epochs)
         to_train = dataclasses.replace(cfg, epochs=remaining) if remaining else cfg
         need = plan_lib.estimate_seconds(to_train, speed,
                                          overhead_seconds(record, compiled, graph_key(cfg) in warm_keys), *sizes)
@@ -326,12 +333,13 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         if partial:
             log(f"{entry.name} needs ~{need:.0f} s, {left:.0f} s are left: running it anyway, to be cut off")
         started_any, cut_off = True, cut_off or partial
-        summary, status, took, tail, log_file = run_entry(
+        summary, status, took, tail, log_text = run_entry(
             entry, chosen, out_dir, runs_dir, left - 10, quick, source, log, eager=not compiled,
             hard_limit=clock.left() - PACK_SECONDS / 2, resume=bool(remaining), extra=extra)
-        if (summary is None or status != 0) and compiled and compile_failed(log_file):
+        if (summary is None or status != 0) and compiled and compile_failed(log_text):
             log(f"{entry.name}: compiling failed ({tail[:120]}); this run again and the rest run eagerly")
             compiled = False
+            lrn, extra = None, []  # the adopted LRN was measured compiled only, and the failure may be its own
             rows.append((entry.name, "failed", f"compiled: {tail[:150]}; retried eagerly"))
             queue.insert(0, entry)
             continue

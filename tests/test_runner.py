@@ -52,10 +52,11 @@ def test_a_compile_failure_is_retried_eagerly_and_the_rest_run_eagerly(tmp_path,
     crash = "Traceback ...\ntorch._inductor.exc.InductorError: LoweringException: something"
     monkeypatch.setattr(runner, "run_entry", fake_run([(None, 1, crash), (finished("paper"), 0, "ok"),
                                                        (finished("blog"), 0, "ok")], calls))
-    record = speed.example_record(images_per_s=100_000.0, compile_s=10.0)
+    record = _with_triton(26_000.0)  # a measured-faster LRN is adopted for compiled runs only
     rows = runner.run_plan(plan_lib.load(tmp_path / "plan.toml"), runner.Clock(10_000), tmp_path / "out",
                            tmp_path / "runs", record, done_in=())
-    assert [(name, eager) for name, eager, _ in calls] == [("a", False), ("a", True), ("b", True)]
+    assert [c[:2] for c in calls] == [("a", False), ("a", True), ("b", True)]
+    assert calls[0][3:] == ("--lrn-impl", "triton") and all(len(c) == 3 for c in calls[1:])  # then its own LRN
     assert [r[1] for r in rows] == ["failed", "finished", "finished"] and "retried eagerly" in rows[0][2]
 
 
@@ -119,8 +120,9 @@ def test_only_a_cleanly_stopped_run_with_its_checkpoint_is_resumed(tmp_path):
     _left_behind(runs, "killed", epochs_done=12, stopped=None)  # a hard kill or a crash: no last checkpoint
     _left_behind(runs, "no-checkpoint", checkpoint=False, epochs_done=12, stopped="time limit")
     _left_behind(runs, "done", epochs_done=30, stopped=None)
-    assert runner.epochs_left(runs, "stopped") == 18
-    assert [runner.epochs_left(runs, n) for n in ("killed", "no-checkpoint", "done", "absent")] == [None] * 4
+    assert runner.epochs_left(runs, "stopped", 30) == 18
+    assert runner.epochs_left(runs, "stopped", 40) is None  # the plan now asks for another length: afresh
+    assert [runner.epochs_left(runs, n, 30) for n in ("killed", "no-checkpoint", "done", "absent")] == [None] * 4
 
 
 def test_compiling_counts_as_broken_only_on_evidence():
@@ -133,7 +135,11 @@ def test_compiling_counts_as_broken_only_on_evidence():
     assert not runner.compile_works(None, warmed=[{"status": "failed", "compile_error": True}])
     assert runner.compile_works(None, warmed=[{"status": "failed", "compile_error": False}])  # a timeout
     assert runner.compile_failed("x\ntorch._dynamo.exc.BackendCompilerFailed: ...")
+    assert runner.compile_failed("x\ntriton.compiler.errors.CompilationError: at 12:4: ...")
     assert not runner.compile_failed("torch.OutOfMemoryError: CUDA out of memory")
+    # a training failure inside our LRN kernels is not a compile failure
+    assert not runner.compile_failed('File "alexnet_nb/lrn_triton.py", line 160, in launch_backward\n'
+                                     "torch.OutOfMemoryError: CUDA out of memory")
 
 
 def test_the_moving_average_matches_pytorchs_without_a_host_sync():
@@ -260,3 +266,28 @@ def test_the_projection_and_the_targets_follow_what_training_runs():
     record.update(flops_per_image=1e9, peak_flops=1e15)
     speed.derive(record)
     assert record["projection"]["entry"] == "ours-step-compiled-triton-b128"
+
+
+def test_warm_ups_compile_the_lrn_the_runs_will_adopt(tmp_path, monkeypatch):
+    from alexnet_nb import experiments, warm
+
+    monkeypatch.setattr(experiments, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(experiments, "STATE", tmp_path / "state")
+    plan = plan_lib.load()
+    targets = experiments.warm_targets(plan, bench_due=False, quick=False, record=_with_triton(26_000.0))
+    for (name, cfg, flags), entry in zip(targets, plan.entries):
+        assert cfg.lrn_impl == "triton" and flags[-2:] == ["--lrn-impl", "triton"]
+        # the key the runner estimates the run with
+        assert warm.graph_key(cfg) == warm.graph_key(entry.config(None, lrn_impl="triton"))
+    assert all(cfg.lrn_impl == "slices" for _, cfg, _ in
+               experiments.warm_targets(plan, bench_due=False, quick=False, record=_with_triton(20_100.0)))
+
+
+def test_a_resumed_run_takes_the_lrn_implementation_it_is_given():
+    from alexnet_nb import checkpoint, config
+
+    said = []
+    resumed = checkpoint.resumed_config(config.recipe("paper", lrn_impl="triton", dropout=0.3),
+                                        config.recipe("paper", lrn_impl="slices"), said.append)
+    assert resumed.lrn_impl == "triton" and resumed.dropout == 0.5  # what it computes stays the saved run's
+    assert said and "dropout" in said[0] and "lrn_impl" not in said[0]
