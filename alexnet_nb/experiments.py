@@ -34,8 +34,8 @@ from alexnet_nb.runner import (PACK_SECONDS, RESULTS, STATE, Clock, Log, run_pla
                                table)
 
 COMMAND_SECONDS = 9 * 60
-# The matrix's head on an H200 took 110 s with its compiles cached; the three candidate ways of compiling
-# (speed.plan) add a cold compile each.
+# The matrix took 110 s (three entries fewer) and 190 s (ten entries, candidates warmed in calls 1-2) on an
+# H200; each candidate (bench_record.CANDIDATES) adds a compile, cold unless warmed.
 BENCH_SECONDS = 180.0
 
 
