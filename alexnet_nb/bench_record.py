@@ -31,7 +31,8 @@ The record (JSON), rewritten atomically before and after every entry:
   (compiled only: ``first_step_s`` less one steady step), ``wall_s`` (the
   whole entry), ``estimate_s`` (the budget's guess beforehand), ``vs_blog``
   (over the blog's whole step) and, for ours steps where the peak is known,
-  ``tflops`` and ``fraction_of_peak``; with ``--profile`` in the matrix, each
+  ``tflops`` and ``fraction_of_peak``; ``check`` (triton LRN entries on a GPU:
+  ``lrn_triton.check``'s answer); with ``--profile`` in the matrix, each
   compiled step of ours at the first batch size also has ``profile``: ``steps``,
   ``wall_s``, ``kernel_s`` (the GPU kernels' time in them), ``gpu_busy`` (the
   ratio: well under 1 means the GPU waits for Python) and ``table`` (the ops
@@ -98,8 +99,9 @@ def flops_per_image():
 # Entries, and reading a record back (the experiment runner's view)
 
 
-# Ways of compiling our step beyond the default (Config's compile_scope and compile_mode), measured as
-# candidates, in the order they are measured and warmed: variant name -> (compile_scope, compile_mode, label).
+# Ways of compiling our step beyond the default (Config's compile_scope and compile_mode): variant name ->
+# (compile_scope, compile_mode, label). All three were measured on an H200; CANDIDATES says which the matrix
+# still measures (older records name the others).
 VARIANTS = {
     "cudagraphs": ("net", "reduce-overhead", "compiled, CUDA graphs"),
     "whole-step-cudagraphs": ("step", "reduce-overhead", "whole step, CUDA graphs"),

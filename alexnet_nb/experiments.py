@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 from alexnet_nb import cli, dataset_parts, env, plan as plan_lib
-from alexnet_nb import runner
-from alexnet_nb.runner import (PACK_SECONDS, RESULTS, STATE, Clock, Log, run_plan, speed_record, summaries,
-                               table)
+from alexnet_nb import estimates, runner
+from alexnet_nb.runner import PACK_SECONDS, RESULTS, STATE, Clock, Log, run_plan, summaries, table
 
 COMMAND_SECONDS = 9 * 60
 # The matrix took 110 s (three entries fewer) and 190 s (ten entries, candidates warmed in calls 1-2) on an
@@ -55,7 +54,7 @@ def warm_targets(plan, bench_due, quick, record=None):
     entry that cannot run in the next call would be time spent for nothing). ``warm_up`` takes them in order
     while its time lasts: on the H200 one compile took 28-50 s, one or two per call at the default
     ``--prepare-seconds``. In quick mode the Configs are the quick sizes the runs use; with the LRN that
-    ``record`` makes the runs adopt (``runner.adopted_lrn``), as the runs will use it."""
+    ``record`` makes the runs adopt (``estimates.adopted_lrn``), as the runs will use it."""
     from alexnet_nb import config
     from alexnet_nb.bench_record import CANDIDATES, VARIANTS
 
@@ -70,7 +69,7 @@ def warm_targets(plan, bench_due, quick, record=None):
                                           compile_mode=mode), flags))
     known = summaries(RESULTS, STATE / "results")
     chosen, _ = plan_lib.choose(plan, known)
-    lrn = None if quick else runner.adopted_lrn(record, compiled=True)
+    lrn = None if quick else estimates.adopted_lrn(record, compiled=True)
     runs = 0
     for entry in plan.entries:
         if runs == RUNS_PER_CALL:
@@ -119,7 +118,7 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False, record=None):
         # failure sends the runs eager.
         candidate = name.startswith("speed:")
         note_warmed(key, name, detail, "ok" if ok else "failed", last,
-                    (not ok) and runner.compile_failed(out) and not candidate)
+                    (not ok) and estimates.compile_failed(out) and not candidate)
         done.add(key)
     return rows
 
@@ -174,7 +173,7 @@ def gpu(args):
         log(f"{name}: {what}")
     complete, counts, problem = dataset_parts.verify(data_dir, expected=None if args.quick else dataset_parts.FULL)
     log(f"dataset: {'complete' if complete else 'incomplete'} {counts} {problem}")
-    record = speed_record(device=runner.device_name())
+    record = estimates.speed_record(STATE, RESULTS, device=runner.device_name())
     rows = []
     if not complete:
         rows = warm_up(plan, clock, min(args.prepare_seconds, clock.left() - PACK_SECONDS), args.quick, log,
@@ -183,7 +182,7 @@ def gpu(args):
         source = data_dir / dataset_parts.ROOT_NAME
         if record is None:
             rows.append(("speed matrix", *bench_matrix(source, clock, args.quick, log)))
-            record = speed_record()
+            record = estimates.speed_record(STATE, RESULTS)
             from alexnet_nb import config, speed, warm
 
             for e in speed.matching(record or {}, batch=128, lrn_impl=None):
@@ -313,8 +312,8 @@ def main(argv=None):
             return gpu(args)
         if args.command == "run":
             plan = plan_lib.load(args.plan)
-            rows = run_plan(plan, Clock(args.budget), args.results, env.runs_dir(), speed_record(), args.quick,
-                            args.source)
+            record = estimates.speed_record(STATE, RESULTS)
+            rows = run_plan(plan, Clock(args.budget), args.results, env.runs_dir(), record, args.quick, args.source)
             print(table(rows))
             return rows
         if args.command == "status":

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from alexnet_nb import plan as plan_lib, runner, speed, step
+from alexnet_nb import estimates, plan as plan_lib, runner, speed, step
 
 PLAN = """
 [choose]
@@ -127,18 +127,18 @@ def test_only_a_cleanly_stopped_run_with_its_checkpoint_is_resumed(tmp_path):
 
 def test_compiling_counts_as_broken_only_on_evidence():
     record = speed.example_record()
-    assert runner.compile_works(record) and runner.compile_works(None)
+    assert estimates.compile_works(record) and estimates.compile_works(None)
     for e in record["entries"]:
         if e["compiled"]:
             e.update(status="running", images_per_s=None)  # the process died mid-compile
-    assert not runner.compile_works(record)
-    assert not runner.compile_works(None, warmed=[{"status": "failed", "compile_error": True}])
-    assert runner.compile_works(None, warmed=[{"status": "failed", "compile_error": False}])  # a timeout
-    assert runner.compile_failed("x\ntorch._dynamo.exc.BackendCompilerFailed: ...")
-    assert runner.compile_failed("x\ntriton.compiler.errors.CompilationError: at 12:4: ...")
-    assert not runner.compile_failed("torch.OutOfMemoryError: CUDA out of memory")
+    assert not estimates.compile_works(record)
+    assert not estimates.compile_works(None, warmed=[{"status": "failed", "compile_error": True}])
+    assert estimates.compile_works(None, warmed=[{"status": "failed", "compile_error": False}])  # a timeout
+    assert estimates.compile_failed("x\ntorch._dynamo.exc.BackendCompilerFailed: ...")
+    assert estimates.compile_failed("x\ntriton.compiler.errors.CompilationError: at 12:4: ...")
+    assert not estimates.compile_failed("torch.OutOfMemoryError: CUDA out of memory")
     # a training failure inside our LRN kernels is not a compile failure
-    assert not runner.compile_failed('File "alexnet_nb/lrn_triton.py", line 160, in launch_backward\n'
+    assert not estimates.compile_failed('File "alexnet_nb/lrn_triton.py", line 160, in launch_backward\n'
                                      "torch.OutOfMemoryError: CUDA out of memory")
 
 
@@ -169,24 +169,24 @@ def test_a_committed_speed_record_is_measured_again_when_the_matrix_plans_new_en
     record = dict(speed.example_record(), device="NVIDIA H200", torch=torch.__version__, device_type="cuda")
     old = dict(record, entries=[e for e in record["entries"] if not e.get("variant")])
     (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(old))
-    assert not runner.covers_matrix(old)
-    assert runner.speed_record(state, committed, device="NVIDIA H200") is None  # lacks the new candidates
+    assert not estimates.covers_matrix(old)
+    assert estimates.speed_record(state, committed, device="NVIDIA H200") is None  # lacks the new candidates
     planned = speed.plan([128], gpu=True)
 
     def with_status(status_of):
         return dict(record, entries=[dict(e, status=status_of(e)) for e in planned])
 
     # a candidate, or the blog's step, skipped for the budget: measured again next time
-    assert not runner.covers_matrix(with_status(lambda e: "skipped" if e.get("variant") else "measured"))
-    assert not runner.covers_matrix(with_status(lambda e: "skipped" if e["pipeline"] == "blog" else "measured"))
+    assert not estimates.covers_matrix(with_status(lambda e: "skipped" if e.get("variant") else "measured"))
+    assert not estimates.covers_matrix(with_status(lambda e: "skipped" if e["pipeline"] == "blog" else "measured"))
     # an input pipeline or an eager step skipped for the budget: not worth a whole matrix again
     full = with_status(lambda e: "failed" if e.get("variant") else
                        "measured" if e["compiled"] or e["pipeline"] == "blog" else "skipped")
-    assert runner.covers_matrix(full)
+    assert estimates.covers_matrix(full)
     (committed / "bench-gpu-nvidia-h200.json").write_text(json.dumps(full))
-    assert runner.speed_record(state, committed, device="NVIDIA H200") == full
-    assert runner.speed_record(state, committed, device="NVIDIA H100 80GB HBM3") is None  # another GPU
-    assert runner.speed_record(state, committed, device=None) is None
+    assert estimates.speed_record(state, committed, device="NVIDIA H200") == full
+    assert estimates.speed_record(state, committed, device="NVIDIA H100 80GB HBM3") is None  # another GPU
+    assert estimates.speed_record(state, committed, device=None) is None
 
 
 def test_a_graph_compiled_before_on_this_machine_shortens_the_estimate_so_a_run_fits(tmp_path, monkeypatch):
@@ -249,7 +249,7 @@ def test_training_adopts_an_lrn_only_when_the_matrix_measured_it_clearly_faster(
     assert speed.training_entry(_with_triton(26_000.0))["lrn_impl"] == "triton"
     assert speed.training_entry(_with_triton(20_300.0))["lrn_impl"] == "slices"  # within the noise: not adopted
     assert speed.training_entry(_with_triton(None, status="failed"))["lrn_impl"] == "slices"  # its check failed
-    assert runner.adopted_lrn(_with_triton(26_000.0), compiled=False) is None  # measured compiled only
+    assert estimates.adopted_lrn(_with_triton(26_000.0), compiled=False) is None  # measured compiled only
     (tmp_path / "plan.toml").write_text(PLAN)
     monkeypatch.setattr(runner, "gpu", lambda: True)
     calls, logged = [], []
