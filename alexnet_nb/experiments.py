@@ -30,9 +30,11 @@ from pathlib import Path
 
 from alexnet_nb import cli, dataset_parts, env, plan as plan_lib
 from alexnet_nb import estimates, runner
+from alexnet_nb.child_process import STOP, CommandBusy, CommandLock, run_logged
 from alexnet_nb.runner import PACK_SECONDS, RESULTS, STATE, Clock, Log, run_plan, summaries, table
 
 COMMAND_SECONDS = 9 * 60
+PLAN_RUNS = "plan"  # `experiments run` trains in runs/plan/<entry>, never in a user's runs/<name>
 # The matrix took 110 s (three entries fewer) and 190 s (ten entries, candidates warmed in calls 1-2) on an
 # H200; each candidate (bench_record.CANDIDATES) adds a compile, cold unless warmed.
 BENCH_SECONDS = 180.0
@@ -95,6 +97,9 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False, record=None):
     done = {w["key"] for w in read_warmed()}
     last = None
     for name, cfg, flags in warm_targets(plan, bench_due, quick, record):
+        if STOP.reason:
+            rows.append((name, "not warmed", f"the command was stopped ({STOP.reason})"))
+            continue
         key = warm.graph_key(cfg)
         if key in done:  # the same network and shapes as one warmed before
             continue
@@ -203,6 +208,15 @@ def gpu(args):
     return rows
 
 
+def run(args, runs):
+    """``experiments run``: the plan on this machine within ``--budget`` seconds."""
+    plan = plan_lib.load(args.plan)
+    record = estimates.speed_record(STATE, RESULTS)
+    rows = run_plan(plan, Clock(args.budget), args.results, runs, record, args.quick, args.source)
+    print(table(rows))
+    return rows
+
+
 def bench_matrix(source, clock, quick, log):
     """The speed matrix at batch 128 only (what the plan's estimates and the speed targets need; the full
     matrix is ``python -m alexnet_nb.bench train --matrix``), within at most three minutes, with a profile of
@@ -218,7 +232,7 @@ def bench_matrix(source, clock, quick, log):
                                                   "--repeats", "1", "--pipeline-steps", "1", "--workers", "0"]
                                                  if quick else ["--batch-sizes", "128", "--profile", "20"])
     log(f"--> speed matrix: {' '.join(cmd[3:])}")
-    status = runner.run_logged(cmd, STATE / "bench.log", timeout=min(budget + 60, clock.left() - PACK_SECONDS))
+    status = run_logged(cmd, STATE / "bench.log", timeout=min(budget + 60, clock.left() - PACK_SECONDS))
     log((STATE / "bench.log").read_text()[-4000:])
     return ("done", f"{path.name}") if status == 0 and path.exists() else ("failed", f"exit {status}")
 
@@ -308,13 +322,13 @@ def main(argv=None):
         q.add_argument("--plan", default=str(plan_lib.DEFAULT_PLAN))
     args = p.parse_args(argv)
     try:
-        if args.command == "gpu":
-            return gpu(args)
-        if args.command == "run":
-            plan = plan_lib.load(args.plan)
-            record = estimates.speed_record(STATE, RESULTS)
-            rows = run_plan(plan, Clock(args.budget), args.results, env.runs_dir(), record, args.quick, args.source)
-            print(table(rows))
+        if args.command in ("gpu", "run"):
+            # The plan's runs get a folder of their own: `--overwrite` there never touches a user's runs/blog.
+            runs = STATE / "runs" if args.command == "gpu" else env.runs_dir() / PLAN_RUNS
+            with CommandLock(runs, f"experiments {args.command}"), STOP:
+                rows = gpu(args) if args.command == "gpu" else run(args, runs)
+            if STOP.reason:  # stopped cleanly: results packed and the table printed; say so to the caller
+                sys.exit(STOP.exit_status())
             return rows
         if args.command == "status":
             return status(args)
@@ -323,7 +337,7 @@ def main(argv=None):
         from alexnet_nb import report
 
         return report.main(args)
-    except plan_lib.PlanError as e:
+    except (plan_lib.PlanError, CommandBusy) as e:
         cli.fail(str(e))
 
 

@@ -14,12 +14,12 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from alexnet_nb import plan as plan_lib
+from alexnet_nb.child_process import STOP, run_logged
 from alexnet_nb.estimates import (GUESSED_GPU_SPEED, adopted_lrn, compile_failed, compile_works, measured_speed,
                                   overhead_seconds)
 
@@ -82,19 +82,6 @@ def _draw(folder):
     return ""
 
 
-def run_logged(cmd, log_file, timeout, append=False):
-    """Run ``cmd`` with its output in ``log_file`` (unbuffered: a killed run keeps its last lines; ``append``:
-    after what is there, as a resumed run's log follows its first part); its exit status, or why it was
-    killed."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_file, "a" if append else "w") as out:
-        try:
-            return subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=max(timeout, 1),
-                                  env=env).returncode
-        except subprocess.TimeoutExpired:
-            return f"killed after {timeout:.0f} s"
-
-
 def epochs_left(runs_dir, name, epochs):
     """Epochs a run in ``runs_dir/<name>`` still has to train, when it stopped cleanly (the time limit, a
     signal: ``stopped`` in its summary) and wrote its checkpoint; else None and the entry starts afresh: no
@@ -109,6 +96,34 @@ def epochs_left(runs_dir, name, epochs):
         return None
     done, planned = summary.get("epochs_done"), summary.get("epochs_planned")
     return planned - done if isinstance(done, int) and planned == epochs and done < planned else None
+
+
+def copy_results(entry, run_dir, result):
+    """Copy a run's history, summary and config from its run folder into ``result``, the summary marked with its
+    plan entry, and draw its curves; returns the summary (None if the run wrote none)."""
+    result.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES[:3]:
+        if (run_dir / name).exists():
+            shutil.copy2(run_dir / name, result / name)
+    summary = plan_lib.read_summary(result)
+    if summary:
+        summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why}
+        (result / "summary.json").write_text(json.dumps(summary, indent=2))
+        _draw(result)
+    return summary
+
+
+def finished_in_runs(entry, cfg, runs_dir):
+    """The summary of a run of ``entry`` that finished in its run folder but whose results were never copied
+    out (its command was stopped or killed while the run went on), when it ran this entry's recipe, epochs,
+    seed and overrides; else None."""
+    summary = plan_lib.read_summary(Path(runs_dir) / entry.name)
+    if not plan_lib.finished(summary):
+        return None
+    saved = summary.get("config", {})
+    wanted = {"recipe": cfg.recipe, "epochs": cfg.epochs, "seed": cfg.seed,
+              **{k: getattr(cfg, k) for k in entry.overrides}}
+    return summary if all(saved.get(k) == v for k, v in wanted.items()) else None
 
 
 def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=None, log=print, eager=False,
@@ -139,14 +154,7 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
     before = log_file.stat().st_size if resume and log_file.exists() else 0  # a resumed run appends to its log
     status = run_logged(cmd, log_file, timeout=hard_limit if hard_limit is not None else time_limit + 120,
                         append=resume)
-    for name in RUN_FILES[:3]:
-        if (run_dir / name).exists():
-            shutil.copy2(run_dir / name, result / name)
-    summary = plan_lib.read_summary(result)
-    if summary:
-        summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why}
-        (result / "summary.json").write_text(json.dumps(summary, indent=2))
-        _draw(result)
+    summary = copy_results(entry, run_dir, result)
     added = log_file.read_bytes()[before:].decode(errors="replace") if log_file.exists() else ""
     tail = added.strip().splitlines()[-1:]
     return summary, status, time.monotonic() - started, (tail[0] if tail else ""), added[-20000:]
@@ -192,8 +200,20 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         if entry.recipe == plan_lib.CHOSEN and chosen is None:
             rows.append((entry.name, "waiting", reason))
             continue
+        if STOP.reason:
+            rows.append((entry.name, "not run", f"the command was stopped ({STOP.reason})"))
+            continue
         sizes_extra = dict(plan_lib.QUICK_SIZES) if quick else {}
         cfg = entry.config(chosen, **sizes_extra, **({"lrn_impl": lrn} if lrn else {}))
+        if finished_in_runs(entry, cfg, runs_dir):
+            summary = copy_results(entry, Path(runs_dir) / entry.name, Path(out_dir) / entry.name)
+            final = summary["final"]
+            rows.append((entry.name, "collected", f"finished in {Path(runs_dir) / entry.name} before; not trained "
+                         f"again; val {final['val_top1']:.2f}% / {final['val_top5']:.2f}%"))
+            known[entry.name] = summary
+            if chosen is None:
+                chosen, reason = plan_lib.choose(plan, known)
+            continue
         speed = measured_speed(record, cfg, compiled)
         if speed is None and gpu() and not quick:
             speed = GUESSED_GPU_SPEED
