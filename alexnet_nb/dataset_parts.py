@@ -7,9 +7,9 @@ skipping those already extracted (a marker per part in ``<data>/.parts/``), and
 :func:`verify` says whether the tree is complete before anything trains on it.
 """
 
-import tarfile
 from pathlib import Path
 
+from alexnet_nb import archives
 from alexnet_nb.data import ROOT_NAME
 
 MARKERS = ".parts"
@@ -21,7 +21,11 @@ def find_archives(folders) -> list:
 
 
 def extract(folders, data_dir) -> list:
-    """Extract every ``*.tar.gz`` in ``folders`` into ``data_dir`` unless already done; ``[(name, what happened)]``."""
+    """Extract every ``*.tar.gz`` in ``folders`` into ``data_dir`` unless already done; ``[(name, what happened)]``.
+
+    A part that is truncated or holds anything but files and folders is refused whole (``archives.extract``) and
+    gets no marker: the call goes on with the other parts, and the dataset stays incomplete until it is sent again.
+    """
     data_dir = Path(data_dir)
     markers = data_dir / MARKERS
     markers.mkdir(parents=True, exist_ok=True)
@@ -32,8 +36,11 @@ def extract(folders, data_dir) -> list:
         if marker.exists() and marker.read_text() == size:
             done.append((archive.name, "already extracted"))
             continue
-        with tarfile.open(archive) as tar:
-            tar.extractall(data_dir, filter="data")  # "data": no absolute paths, links or devices
+        try:
+            archives.extract(archive, data_dir)
+        except archives.ArchiveError as e:
+            done.append((archive.name, f"not extracted: {e}"))
+            continue
         marker.write_text(size)  # written last: a cut-off extraction is redone next time
         done.append((archive.name, "extracted"))
     return done

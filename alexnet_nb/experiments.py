@@ -251,23 +251,23 @@ def note_warmed(key, name, detail, status="ok", seconds=0, compile_error=False):
 
 
 def unpack(args):
-    """Put the run folders of a GPU call's ``results.tar.gz`` into ``results/`` (bench records beside it)."""
+    """Put the run folders of a GPU call's ``results.tar.gz`` into ``results/`` (bench records beside it), all or
+    nothing (``archives.install``): a whole run folder replaces the old one; any failure is one line and leaves
+    ``results/`` as it was."""
+    from alexnet_nb import archives
+
     archive = Path(args.archive)
-    RESULTS.mkdir(exist_ok=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(RESULTS, filter="data")
-        names = sorted({m.name.split("/")[0] for m in tar.getmembers()})
-    for record in archive.parent.glob("bench-*.json"):
-        target = RESULTS / record_name(record)
-        shutil.copy2(record, target)
-        names.append(target.name)
+    files = [(record, record_name(record)) for record in sorted(archive.parent.glob("bench-*.json"))]
     log = archive.parent / "gpu.log"
-    if log.is_file():  # what every call of the session said, kept beside the results it produced
-        first = log.read_text().split("\n", 1)[0]
+    if log.is_file():  # what every call of the session said, kept beside its results
+        first = log.read_text(errors="replace").split("\n", 1)[0]
         stamp = re.sub(r"\D", "", first.split(" at ", 1)[-1].split(";")[0])[:14] or "undated"
-        (RESULTS / "logs").mkdir(exist_ok=True)
-        shutil.copy2(log, RESULTS / "logs" / f"gpu-{stamp}.log")
-        names.append(f"logs/gpu-{stamp}.log")
+        files.append((log, f"logs/gpu-{stamp}.log"))
+    try:
+        names = archives.install(archive, RESULTS, files)
+    except archives.ArchiveError as e:
+        cli.fail(str(e))
+    names += [name for _, name in files]
     print(f"unpacked {', '.join(names) or 'nothing'} into {RESULTS}/")
 
 

@@ -70,6 +70,54 @@ class Plan:
     path: str = ""
 
 
+# An entry's own keys, and the kind of value each takes (epochs and seed: integers, not bools, checked below).
+ENTRY_KEYS = {"name": str, "recipe": str, "epochs": int, "seed": int, "overrides": dict, "why": str}
+TOML_KINDS = {str: "a string", int: "an integer", dict: "a table ({ key = value, ... })"}
+
+
+def _toml(value) -> str:
+    """A value as the plan wrote it (true, "1"), not as Python prints it (True, '1')."""
+    return json.dumps(value, default=str)
+
+
+def _check_entry(item, where, fields):
+    """Refuse an entry whose keys or values are of the wrong kind, or whose overrides contradict its own keys."""
+    unknown = set(item) - set(ENTRY_KEYS)
+    if unknown or not {"name", "recipe", "epochs"} <= set(item):
+        raise PlanError(f"{where}: needs name, recipe and epochs; unknown keys: {sorted(unknown) or 'none'}")
+    for key, kind in ENTRY_KEYS.items():
+        value = item.get(key, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):  # TOML's true is a Python int too
+            raise PlanError(f"{where}: {key} = {_toml(value)} must be {TOML_KINDS[kind]}")
+    for key, least in (("epochs", 1), ("seed", 0)):
+        if item.get(key, least) < least:
+            raise PlanError(f"{where}: {key} = {item[key]} must be an integer >= {least}")
+    # The estimate, `status` and the run's name read the entry's own keys: the same key in overrides would train
+    # something else than they say.
+    own = sorted(set(item.get("overrides", {})) & set(ENTRY_KEYS))
+    if own:
+        raise PlanError(f"{where}: {own[0]!r} in overrides; set it as the entry's own key ({own[0]} = ...), "
+                        "not in overrides")
+    bad = set(item.get("overrides", {})) - fields
+    if bad:
+        raise PlanError(f"{where}: unknown settings {sorted(bad)} in overrides")
+
+
+def _candidates(choose, path, names) -> tuple:
+    """``[choose]``'s candidates: a list of distinct experiment names of the plan."""
+    candidates = choose.get("candidates", [])
+    if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+        raise PlanError(f"{path}, [choose]: candidates = {_toml(candidates)} must be a list of experiment names "
+                        "(candidates = [\"a\", \"b\"])")
+    twice = sorted({c for c in candidates if candidates.count(c) > 1})
+    if twice:
+        raise PlanError(f"{path}, [choose]: candidates name {', '.join(map(repr, twice))} twice")
+    missing = [c for c in candidates if c not in names]
+    if missing:
+        raise PlanError(f"{path}: candidates {missing} are not experiments of the plan")
+    return tuple(candidates)
+
+
 def load(path=DEFAULT_PLAN) -> Plan:
     """Read and check a plan; any problem is a :class:`PlanError` before anything runs."""
     path = Path(path)
@@ -78,21 +126,19 @@ def load(path=DEFAULT_PLAN) -> Plan:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise PlanError(f"cannot read the plan {path}: {e}") from None
     fields = {f.name for f in dataclasses.fields(config_lib.Config)}
+    items = raw.get("experiment", [])
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise PlanError(f"{path}: experiment must be an array of tables, one [[experiment]] section per entry")
     entries, seen = [], set()
-    for i, item in enumerate(raw.get("experiment", []), 1):
+    for i, item in enumerate(items, 1):
         where = f"{path}, experiment {i} ({item.get('name', 'no name')})"
-        unknown = set(item) - {"name", "recipe", "overrides", "epochs", "seed", "why"}
-        if unknown or not {"name", "recipe", "epochs"} <= set(item):
-            raise PlanError(f"{where}: needs name, recipe and epochs; unknown keys: {sorted(unknown) or 'none'}")
+        _check_entry(item, where, fields)
         if item["name"] in seen:
             raise PlanError(f"{where}: the name {item['name']!r} is used twice")
         seen.add(item["name"])
         if item["recipe"] != CHOSEN and item["recipe"] not in config_lib.RECIPES:
             raise PlanError(f"{where}: unknown recipe {item['recipe']!r}; the recipes are "
                             f"{', '.join(config_lib.RECIPES)} (or {CHOSEN})")
-        bad = set(item.get("overrides", {})) - fields
-        if bad:
-            raise PlanError(f"{where}: unknown settings {sorted(bad)} in overrides")
         entry = Entry(item["name"], item["recipe"], item["epochs"], item.get("seed", 0),
                       dict(item.get("overrides", {})), item.get("why", ""))
         try:  # every value checked now, with any recipe standing in for @chosen
@@ -101,15 +147,17 @@ def load(path=DEFAULT_PLAN) -> Plan:
             raise PlanError(f"{where}: {e}") from None
         entries.append(entry)
     choose = raw.get("choose", {})
-    candidates = tuple(choose.get("candidates", ()))
-    missing = [c for c in candidates if c not in seen]
-    if missing:
-        raise PlanError(f"{path}: candidates {missing} are not experiments of the plan")
+    if not isinstance(choose, dict):
+        raise PlanError(f"{path}: choose = {_toml(choose)} must be a table, a [choose] section")
+    rule = choose.get("rule", "final holdout top-1")
+    if not isinstance(rule, str):
+        raise PlanError(f"{path}, [choose]: rule = {_toml(rule)} must be a string")
+    candidates = _candidates(choose, path, seen)
     if any(e.name in candidates and e.recipe == CHOSEN for e in entries):
         raise PlanError(f"{path}: a candidate cannot itself use {CHOSEN}")
     if any(e.recipe == CHOSEN for e in entries) and not candidates:
         raise PlanError(f"{path}: entries use {CHOSEN} but [choose] lists no candidates")
-    return Plan(tuple(entries), candidates, choose.get("rule", "final holdout top-1"), str(path))
+    return Plan(tuple(entries), candidates, rule, str(path))
 
 
 def read_summary(folder) -> dict | None:

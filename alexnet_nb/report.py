@@ -5,7 +5,10 @@ Every figure in README's result and speed tables comes from a file in
 the recipe tables come from ``config.RECIPES``. The tables sit between
 ``<!-- generated:NAME -->`` and ``<!-- /generated -->`` markers; ``report``
 rewrites them, ``report --check`` (and a test) fails when README and
-``results/`` disagree, so no figure is ever copied by hand.
+``results/`` disagree, so no figure is ever copied by hand. A file in
+``results/`` the tables need that cannot be read, or lacks a key they read, stops
+the report in one line before anything is written: a table without that run
+would quietly change "the best so far".
 """
 
 import json
@@ -13,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from alexnet_nb import analysis, config, plan as plan_lib
+from alexnet_nb import analysis, cli, config, plan as plan_lib
 
 BLOCK = re.compile(r"(<!-- generated:(\w+) -->\n)(.*?)(<!-- /generated -->)", re.S)
 
@@ -33,8 +36,6 @@ def recipes_table() -> str:
 
 
 def blog_table() -> str:
-    from alexnet_nb import cli
-
     helps = cli.field_help()
     rows = ["| setting | `paper` (the paper's section 5) | `blog` (aandyw/StuffFromScratch) | what the setting is "
             "| what the difference bought |", "| --- | --- | --- | --- | --- |"]
@@ -43,14 +44,49 @@ def blog_table() -> str:
     return "\n".join(rows)
 
 
+class ResultsError(ValueError):
+    """A file in ``results/`` the report needs and cannot read; the message names it and what to do."""
+
+
+# What the tables read from every summary.json (``recipe`` may be null: an older run).
+SUMMARY_KEYS = ("classes", "epochs_done", "epochs_planned", "final", "device", "precision", "command", "recipe")
+FINAL_KEYS = ("val_top1", "val_top5", "holdout_top1")
+FIX = "restore it (git checkout -- it) or unpack the run again; nothing was written"
+
+
+def _unreadable(path, error, what="not readable") -> ResultsError:
+    return ResultsError(f"{path}: {what} ({(str(error).splitlines() or [''])[0]}); {FIX}")
+
+
+def _read_json(path):
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise _unreadable(path, e, "not readable JSON") from None
+    if not isinstance(value, dict):
+        raise ResultsError(f"{path}: not a JSON object; {FIX}")
+    return value
+
+
 def _summaries(results_dir) -> dict:
-    """Each run folder's ``summary.json`` in ``results_dir`` (None where unreadable), by folder name."""
-    return {p.parent.name: plan_lib.read_summary(p.parent) for p in Path(results_dir).glob("*/summary.json")}
+    """Each run folder's ``summary.json`` in ``results_dir``, by folder name. Strict, unlike the plan runner's
+    reading (a cut-off run on the GPU machine may have none yet): here every one must hold what the tables read."""
+    found = {}
+    for path in sorted(Path(results_dir).glob("*/summary.json")):
+        s = _read_json(path)
+        missing = [k for k in SUMMARY_KEYS if k not in s]
+        if not missing:
+            missing = [f"final.{k}" for k in FINAL_KEYS if k not in s["final"]] if isinstance(s["final"], dict) \
+                else ["final (a table of figures)"]
+        if missing:
+            raise ResultsError(f"{path}: lacks {', '.join(map(repr, missing))}, which the report reads; {FIX}")
+        found[path.parent.name] = s
+    return found
 
 
 def _finished_200(summaries) -> dict:
     """The runs on all 200 classes that finished: the only ones the blog and our targets compare with."""
-    return {n: s for n, s in summaries.items() if s and s["classes"] == config.NUM_CLASSES and plan_lib.finished(s)}
+    return {n: s for n, s in summaries.items() if s["classes"] == config.NUM_CLASSES and plan_lib.finished(s)}
 
 
 def _order(names, plan):
@@ -71,7 +107,7 @@ def accuracy_table(results_dir, plan_path=plan_lib.DEFAULT_PLAN) -> str:
         rows.append(f"| {ref.name} | | 200 | {'<= 30' if at_least else '~30'} | {at_least}{ref.top1:g}% | "
                     f"{at_least}{ref.top5:g}% | | {'as published' if not at_least else ''} | |")
     summaries = _summaries(results_dir)
-    for name in _order([n for n, s in summaries.items() if s], plan):
+    for name in _order(list(summaries), plan):
         s = summaries[name]
         classes = s["classes"] if s["classes"] == config.NUM_CLASSES else \
             f"{s['classes']} (chance {100 / s['classes']:g}% / {min(100, 500 / s['classes']):g}%)"
@@ -85,14 +121,9 @@ def accuracy_table(results_dir, plan_path=plan_lib.DEFAULT_PLAN) -> str:
 
 
 def _bench_records(results_dir) -> list:
-    """``[(file name, record)]`` of every readable ``bench-*.json`` in ``results_dir``, by name."""
-    records = []
-    for path in sorted(Path(results_dir).glob("bench-*.json")):
-        try:
-            records.append((path.name, json.loads(path.read_text())))
-        except ValueError:
-            continue
-    return records
+    """``[(file name, record)]`` of every ``bench-*.json`` in ``results_dir``, by name; one unreadable stops the
+    report (:class:`ResultsError`)."""
+    return [(path.name, _read_json(path)) for path in sorted(Path(results_dir).glob("bench-*.json"))]
 
 
 def speed_table(results_dir) -> str:
@@ -230,6 +261,7 @@ def render(readme: str, results_dir="results", plan_path=plan_lib.DEFAULT_PLAN) 
 
 
 RUNS_FIGURE = "runs-200class.png"
+HISTORY_COLUMNS = ("epoch", "val_top1", "val_top5")  # what the figure of the runs draws
 INDEX = "index.json"  # what results/ holds, for readers that cannot list it (chapter 4 in Colab reads it by URL)
 
 
@@ -252,7 +284,16 @@ def draw_runs(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN):
     names = index(results_dir, plan_path)["runs_200"]
     if not names:
         return None
-    histories = {n: pd.read_csv(results_dir / n / "history.csv") for n in names}
+    histories = {}
+    for n in names:
+        path = results_dir / n / "history.csv"
+        try:
+            histories[n] = pd.read_csv(path)
+        except (OSError, ValueError) as e:
+            raise _unreadable(path, e) from None
+        missing = [c for c in HISTORY_COLUMNS if c not in histories[n]]
+        if missing:
+            raise ResultsError(f"{path}: lacks the columns {', '.join(missing)}, which the figure reads; {FIX}")
     fig = plots.plot_runs(histories)
     fig.savefig(results_dir / RUNS_FIGURE, dpi=80)
     plt.close(fig)
@@ -260,6 +301,13 @@ def draw_runs(results_dir="results", plan_path=plan_lib.DEFAULT_PLAN):
 
 
 def main(args):
+    try:
+        _main(args)
+    except ResultsError as e:
+        cli.fail(str(e))
+
+
+def _main(args):
     path = Path(args.readme)
     old = path.read_text()
     new = render(old)
@@ -274,9 +322,7 @@ def main(args):
             sys.exit(1)
         print(f"{path} and {index_path} match results/")
         return
+    figure = draw_runs()  # first: it reads every history, and a bad one must stop the report before README
     path.write_text(new)
     index_path.write_text(index_text)
-    print(f"wrote the generated tables of {path}, and {index_path}")
-    figure = draw_runs()
-    if figure:
-        print(f"wrote {figure}")
+    print(f"wrote the generated tables of {path}, and {index_path}" + (f", and {figure}" if figure else ""))

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from alexnet_nb import config, report
 
@@ -50,7 +51,8 @@ def _put(results, name, recipe, val, holdout, classes=200, finished=True):
     (results / name).mkdir(parents=True)
     (results / name / "summary.json").write_text(json.dumps(dict(
         run=name, recipe=recipe, classes=classes, epochs_done=30 if finished else 12, epochs_planned=30,
-        finished=finished, final=dict(val_top1=val[0], val_top5=val[1], holdout_top1=holdout, holdout_top5=0.0))))
+        finished=finished, device="NVIDIA H200", precision="bf16", command=f"train --recipe {recipe}",
+        final=dict(val_top1=val[0], val_top5=val[1], holdout_top1=holdout, holdout_top5=0.0))))
 
 
 def _gpu_record(results, device, images_per_s, t4_minutes=None):
@@ -130,3 +132,53 @@ def test_chapter_4_finds_the_committed_200_class_runs_through_the_index(tmp_path
     table = analysis.runs_table({n: analysis.load_history(n, results) for n in names})
     assert list(table.index) == ["blog", "ours", "blog, as published", "our target"]
     assert table.loc["ours", "top1"] == pd.read_csv(results / "ours" / "history.csv")["val_top1"].iloc[-1]
+
+
+def _report_home(tmp_path):
+    """A copy of the repository's README, plan and results/, where ``report`` runs as it would at home."""
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "plan.toml", tmp_path / "experiments" / "plan.toml")
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    return tmp_path
+
+
+def _damage(summary_path, how):
+    summary = json.loads(summary_path.read_text())
+    if how == "bad json":
+        summary_path.write_text(summary_path.read_text()[:-40])
+    elif how == "final.holdout_top1":
+        del summary["final"]["holdout_top1"]
+        summary_path.write_text(json.dumps(summary))
+    else:
+        del summary[how]
+        summary_path.write_text(json.dumps(summary))
+
+
+@pytest.mark.parametrize("how", ["bad json", "final", "final.holdout_top1", "classes", "device"])
+@pytest.mark.parametrize("check", [False, True])
+def test_a_damaged_summary_stops_the_report_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, how,
+                                                                           check):
+    from alexnet_nb import experiments
+
+    home = _report_home(tmp_path)
+    damaged = home / "results" / "ours" / "summary.json"
+    _damage(damaged, how)
+    before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
+    monkeypatch.chdir(home)
+    with pytest.raises(SystemExit) as e:
+        experiments.main(["report", *(["--check"] if check else [])])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert "results/ours/summary.json" in err and "Traceback" not in err
+    if how != "bad json":
+        assert f"'{how}'" in err  # the key it needs
+    assert {p: p.read_bytes() for p in home.rglob("*") if p.is_file()} == before  # README and index.json too
+
+
+def test_a_damaged_bench_record_stops_the_report_too(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "bench-gpu-nvidia-h200.json").write_text('{"device": "NVIDIA H')
+    with pytest.raises(report.ResultsError, match="bench-gpu-nvidia-h200.json"):
+        report.speed_table(results)
