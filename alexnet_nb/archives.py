@@ -155,6 +155,9 @@ def _swap(moves, aside):
         raise
 
 
+UNFINISHED = "no-summary"  # results/logs/<run>-no-summary.log: the log of a run that wrote no summary
+
+
 def install(archive, results, files=()) -> list:
     """Replace ``results/<run>/`` by each run folder of ``archive`` and put ``files`` (``[(source, name in
     results)]``) beside them: all or nothing. The archive is extracted into a folder next to ``results``, checked
@@ -170,15 +173,21 @@ def install(archive, results, files=()) -> list:
     try:
         runs = staging / "runs"
         names = extract(archive, runs)
+        moves, unfinished = [], []
         for name in names:
             if not (runs / name).is_dir():
                 raise ArchiveError(f"{archive}: {name!r} at its top level is not a run folder")
             if not (runs / name / "summary.json").is_file():
-                raise ArchiveError(f"{archive}: the run folder {name}/ has no summary.json (a run that failed or was "
-                                   "killed?); extract it elsewhere by hand to read its train.log")
+                # A run that failed or was killed before its first epoch: no result, but its log says why, and
+                # one such run must not keep a call's finished runs from coming home.
+                if (runs / name / "train.log").is_file():
+                    moves.append((runs / name / "train.log", results / "logs" / f"{name}-{UNFINISHED}.log"))
+                unfinished.append(name)
+                continue
             _readable_json(runs / name / "summary.json", f"{name}/summary.json", archive,
                            "extract it elsewhere by hand to read it")
-        moves = [(runs / name, results / name) for name in names]
+            moves.append((runs / name, results / name))
+        names = [n for n in names if n not in unfinished]
         for i, (source, name) in enumerate(files):
             copy = staging / "files" / str(i)
             copy.parent.mkdir(exist_ok=True)

@@ -325,6 +325,7 @@ def main(argv=None):
         if args.command in ("gpu", "run"):
             # The plan's runs get a folder of their own: `--overwrite` there never touches a user's runs/blog.
             runs = STATE / "runs" if args.command == "gpu" else env.runs_dir() / PLAN_RUNS
+            plan_lib.load(args.plan)  # a bad plan is one line before anything is written, the lock included
             with CommandLock(runs, f"experiments {args.command}"), STOP:
                 rows = gpu(args) if args.command == "gpu" else run(args, runs)
             if STOP.reason:  # stopped cleanly: results packed and the table printed; say so to the caller

@@ -149,7 +149,7 @@ def _unpack(home, archive, monkeypatch, capsys):
     return e.value.code, err
 
 
-@pytest.mark.parametrize("case", ["truncated", "empty", "missing", "refused", "no summary", "torn summary"])
+@pytest.mark.parametrize("case", ["truncated", "empty", "missing", "refused", "torn summary"])
 def test_a_failed_unpack_leaves_results_unchanged_and_says_so_in_one_line(tmp_path, monkeypatch, capsys, case):
     home = tmp_path / "home"
     _results(home)
@@ -166,15 +166,28 @@ def test_a_failed_unpack_leaves_results_unchanged_and_says_so_in_one_line(tmp_pa
         archive.unlink()
     elif case == "refused":
         _archive(archive, [("ours", "dir"), ("ours/summary.json", "file", b"{}"), ("ours/x", "symlink", b"", "..")])
-    elif case == "no summary":
-        _archive(archive, [("ours", "dir"), ("ours/summary.json", "file", b"{}"), ("cut", "dir"),
-                           ("cut/train.log", "file", b"Traceback")])
     else:
         _call_archive(out, {"ours": '{"run": "ours", "top1": 5'})
     code, err = _unpack(home, archive, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and str(archive) in err
     assert "results/ is unchanged" in err and "Traceback" not in err
     assert _snapshot(home) == before  # byte for byte, and no folder left beside it
+
+
+def test_a_run_that_wrote_no_summary_keeps_only_its_log_and_the_finished_runs_come_home(tmp_path, monkeypatch,
+                                                                                         capsys):
+    home = tmp_path / "home"
+    _results(home)
+    archive = tmp_path / "out" / "results.tar.gz"
+    archive.parent.mkdir()
+    _archive(archive, [("ours", "dir"), ("ours/summary.json", "file", b'{"run": "ours"}'), ("cut", "dir"),
+                       ("cut/train.log", "file", b"Traceback: killed")])
+    monkeypatch.chdir(home)
+    experiments.main(["unpack", str(archive)])
+    results = home / "results"
+    assert json.loads((results / "ours" / "summary.json").read_text()) == {"run": "ours"}
+    assert not (results / "cut").exists()
+    assert (results / "logs" / "cut-no-summary.log").read_text() == "Traceback: killed"
 
 
 def test_unpack_replaces_whole_run_folders_and_keeps_the_others(tmp_path, monkeypatch, capsys):
