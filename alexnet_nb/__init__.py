@@ -7,7 +7,8 @@ the network -- ``model``, ``lrn``; augmentation and scoring -- ``augment``,
 ``schedules``, ``step``, ``train``, ``stopping``, ``checkpoint``,
 ``run_folder``, ``summary``, ``files``; speed -- ``bench``, ``speed``,
 ``bench_record``, ``baseline``; the GPU plan -- ``plan``, ``runner``,
-``experiments``, ``warm``, ``dataset_parts``, ``report``; the chapters --
+``child_process``, ``experiments``, ``warm``, ``dataset_parts``, ``archives``,
+``report``, ``chapters``, ``plan_chapters``; the chapters --
 ``analysis``, ``confusion``, ``neighbours``, ``explore``, ``relu_tanh``,
 ``plots``, ``pictures``, ``diagram``, ``runtime``.
 Import them explicitly: ``from alexnet_nb import data``.

@@ -236,8 +236,12 @@ def open_run(run, results_dir=None) -> Run:
                "results/ of this clone" if (local / "history.csv").is_file() else "GitHub")
 
 
-def quick_run(name="quick-results") -> str:
-    """Quick mode's stand-in for a trained run: seconds of training on the generated data, once per runs folder."""
+def quick_run(run=None, name="quick-results") -> str:
+    """Quick mode's run: ``run`` when the runs folder holds its checkpoint (chapter 3's quick run, when chapter 3
+    ran first, as on the plan's path), else a stand-in of seconds of training on the generated data, once per
+    runs folder. Only the runs folder is looked in: a clone's own runs must not turn a smoke test into hours."""
+    if run and (env.runs_dir() / str(run) / checkpoint.NAME).is_file():
+        return str(run)
     if find_checkpoint(name) is None:
         from alexnet_nb import config, train
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 from alexnet_nb import cli, dataset_parts, env, plan as plan_lib
-from alexnet_nb import estimates, runner
+from alexnet_nb import estimates, plan_chapters, runner
 from alexnet_nb.child_process import STOP, CommandBusy, CommandLock, run_logged
 from alexnet_nb.runner import PACK_SECONDS, RESULTS, STATE, Clock, Log, run_plan, summaries, table
 
@@ -172,6 +172,9 @@ def gpu(args):
     log = Log(STATE / "gpu.log")
     log(f"=== gpu call at {time.strftime('%Y-%m-%d %H:%M:%S')}; archives {args.archives}")
     preflight(log)
+    from alexnet_nb import chapters
+
+    log(chapters.jupyter_status(args.archives))
     plan = plan_lib.load(args.plan)
     data_dir = env.data_dir()
     for name, what in dataset_parts.extract(args.archives, data_dir):
@@ -201,7 +204,8 @@ def gpu(args):
             rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "
                          f"torch {record.get('torch')})"))
         rows += run_plan(plan, clock, STATE / "results", STATE / "runs", record, args.quick, source, log,
-                         warmed=read_warmed(), after_each=lambda: pack(args.out, STATE / "gpu.log"))
+                         warmed=read_warmed(), after_each=lambda: pack(args.out, STATE / "gpu.log"),
+                         wheels=args.archives)
     log(table(rows, "this call"))
     packed = pack(args.out, STATE / "gpu.log")
     print(f"packed {len(packed)} files into {args.out} after {clock.used():.0f} s")
@@ -268,7 +272,9 @@ def unpack(args):
     except archives.ArchiveError as e:
         cli.fail(str(e))
     names += [name for _, name in files]
-    print(f"unpacked {', '.join(names) or 'nothing'} into {RESULTS}/")
+    chapters = plan_chapters.notebooks_from(RESULTS, RESULTS.parent / "notebooks")  # executed on the GPU: they replace the chapters' sources
+    print(f"unpacked {', '.join(names) or 'nothing'} into {RESULTS}/"
+          + (f"; executed chapters {', '.join(chapters)} into notebooks/" if chapters else ""))
 
 
 def record_name(path) -> str:
@@ -291,7 +297,8 @@ def status(args):
     rows = []
     for e in plan.entries:
         s = known.get(e.name)
-        state = "finished" if plan_lib.finished(s) else ("partial" if s else "to run")
+        done = plan_chapters.done(e, s, chosen) if e.chapters else plan_lib.finished(s)
+        state = "finished" if done else ("partial" if s and not e.chapters else "to run")
         rows.append((e.name, state, f"{e.recipe} {' '.join(e.flags(chosen or 'paper')[2:])}; {e.why}"))
     print(table(rows))
 

@@ -38,6 +38,7 @@ class Entry:
     seed: int = 0
     overrides: dict = field(default_factory=dict)
     why: str = ""
+    chapters: tuple = ()  # notebooks to execute (chapter 3 trains the recipe) instead of `alexnet_nb.train`
 
     def recipe_name(self, chosen=None) -> str:
         name = chosen if self.recipe == CHOSEN else self.recipe
@@ -71,8 +72,9 @@ class Plan:
 
 
 # An entry's own keys, and the kind of value each takes (epochs and seed: integers, not bools, checked below).
-ENTRY_KEYS = {"name": str, "recipe": str, "epochs": int, "seed": int, "overrides": dict, "why": str}
-TOML_KINDS = {str: "a string", int: "an integer", dict: "a table ({ key = value, ... })"}
+ENTRY_KEYS = {"name": str, "recipe": str, "epochs": int, "seed": int, "overrides": dict, "why": str, "chapters": list}
+TOML_KINDS = {str: "a string", int: "an integer", dict: "a table ({ key = value, ... })",
+              list: "a list of chapter names (chapters = [\"03_train\"])"}
 
 
 def _toml(value) -> str:
@@ -101,6 +103,26 @@ def _check_entry(item, where, fields):
     bad = set(item.get("overrides", {})) - fields
     if bad:
         raise PlanError(f"{where}: unknown settings {sorted(bad)} in overrides")
+    if "chapters" in item:
+        _check_chapters(item, where)
+
+
+def _check_chapters(item, where):
+    """A chapters entry runs notebooks that exist, with what a reader's run of them trains: the recipe as it is."""
+    from alexnet_nb import chapters
+
+    names = item["chapters"]
+    if not names or not all(isinstance(n, str) for n in names):
+        raise PlanError(f"{where}: chapters = {_toml(names)} must be a non-empty {TOML_KINDS[list]}")
+    try:
+        for name in names:
+            chapters.path_of(name)
+    except chapters.ChapterError as e:
+        raise PlanError(f"{where}: {e}") from None
+    recipe = config_lib.recipe("paper" if item["recipe"] == CHOSEN else item["recipe"])
+    if item.get("overrides") or item.get("seed", 0) != recipe.seed or item["epochs"] != recipe.epochs:
+        raise PlanError(f"{where}: a chapter trains its recipe as a reader would: no overrides, seed {recipe.seed} "
+                        f"and epochs {recipe.epochs} (what the estimate counts)")
 
 
 def _candidates(choose, path, names) -> tuple:
@@ -140,7 +162,7 @@ def load(path=DEFAULT_PLAN) -> Plan:
             raise PlanError(f"{where}: unknown recipe {item['recipe']!r}; the recipes are "
                             f"{', '.join(config_lib.RECIPES)} (or {CHOSEN})")
         entry = Entry(item["name"], item["recipe"], item["epochs"], item.get("seed", 0),
-                      dict(item.get("overrides", {})), item.get("why", ""))
+                      dict(item.get("overrides", {})), item.get("why", ""), tuple(item.get("chapters", ())))
         try:  # every value checked now, with any recipe standing in for @chosen
             entry.config(chosen="paper")
         except config_lib.ConfigError as e:

@@ -74,6 +74,8 @@ def _summaries(results_dir) -> dict:
     found = {}
     for path in sorted(Path(results_dir).glob("*/summary.json")):
         s = _read_json(path)
+        if s.get("kind") == "chapters" or s.get("epochs_done") == 0:  # executed chapters, not a run; or a run
+            continue  # stopped inside its first epoch, with no figure yet
         missing = [k for k in SUMMARY_KEYS if k not in s]
         if not missing:
             missing = [f"final.{k}" for k in FINAL_KEYS if k not in s["final"]] if isinstance(s["final"], dict) \

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet_nb import plan as plan_lib
+from alexnet_nb import plan as plan_lib, plan_chapters
 from alexnet_nb.child_process import STOP, run_logged
 from alexnet_nb.estimates import (GUESSED_GPU_SPEED, adopted_lrn, compile_failed, compile_works, measured_speed,
                                   overhead_seconds)
@@ -161,7 +161,7 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
 
 
 def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, log=print, done_in=(RESULTS,),
-             warmed=(), after_each=None):
+             warmed=(), after_each=None, wheels=()):
     """Run the plan's unfinished entries in order while their estimated time fits; returns the table rows.
 
     ``after_each()`` is called after every run (the GPU command packs what it has). When compiling breaks a
@@ -188,13 +188,14 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         if not queue:  # nothing else fits: the first entry that did not may go ahead, to be cut off
             entry, need = deferred.pop(0)
             left = clock.left() - PACK_SECONDS
-            if cut_off or quick or left < MIN_PARTIAL_S:
+            if cut_off or quick or left < MIN_PARTIAL_S or entry.chapters:  # a chapter stopped halfway is none
                 rows.append((entry.name, "skipped", f"needs ~{need:.0f} s, {max(left, 0):.0f} s left"))
                 continue
             forced = entry
             queue.append(entry)
         entry = queue.pop(0)
-        if plan_lib.finished(known.get(entry.name)):
+        summary = known.get(entry.name)
+        if plan_chapters.done(entry, summary, chosen) if entry.chapters else plan_lib.finished(summary):
             rows.append((entry.name, "done", "results already there"))
             continue
         if entry.recipe == plan_lib.CHOSEN and chosen is None:
@@ -205,7 +206,7 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             continue
         sizes_extra = dict(plan_lib.QUICK_SIZES) if quick else {}
         cfg = entry.config(chosen, **sizes_extra, **({"lrn_impl": lrn} if lrn else {}))
-        if finished_in_runs(entry, cfg, runs_dir):
+        if not entry.chapters and finished_in_runs(entry, cfg, runs_dir):
             summary = copy_results(entry, Path(runs_dir) / entry.name, Path(out_dir) / entry.name)
             final = summary["final"]
             rows.append((entry.name, "collected", f"finished in {Path(runs_dir) / entry.name} before; not trained "
@@ -225,6 +226,7 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         to_train = dataclasses.replace(cfg, epochs=remaining) if remaining else cfg
         need = plan_lib.estimate_seconds(to_train, speed,
                                          overhead_seconds(record, compiled, graph_key(cfg) in warm_keys), *sizes)
+        need += plan_chapters.EXTRA_SECONDS if entry.chapters and not quick else 0
         left = clock.left() - PACK_SECONDS
         partial = need > left and entry is forced
         if need > left and not partial:
@@ -235,6 +237,18 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         if partial:
             log(f"{entry.name} needs ~{need:.0f} s, {left:.0f} s are left: running it anyway, to be cut off")
         started_any, cut_off = True, cut_off or partial
+        if entry.chapters:
+            started_any = True
+            summary, status, took, tail = plan_chapters.run(entry, chosen, out_dir, runs_dir,
+                                                            clock.left() - PACK_SECONDS / 2, quick, wheels, log)
+            ran = ", ".join(f"{n} {s['status']} in {s['seconds']} s" for n, s in summary["chapters"].items())
+            rows.append((entry.name, "executed" if summary["finished"] else "failed",
+                         f"{summary['recipe']}: {ran or 'none ran'}" + ("" if summary["finished"] else
+                                                                         f"; exit {status}: {tail[:120]}")))
+            known[entry.name] = summary
+            if after_each:
+                after_each()
+            continue
         summary, status, took, tail, log_text = run_entry(
             entry, chosen, out_dir, runs_dir, left - 10, quick, source, log, eager=not compiled,
             hard_limit=clock.left() - PACK_SECONDS / 2, resume=bool(remaining), extra=extra)

@@ -151,7 +151,10 @@ def test_the_plan_file_holds_the_first_plan_in_order():
     for switch in [("lrn", False), ("pool", 2), ("dropout", 0.0), ("activation", "tanh"), ("init", "paper"),
                    ("groups", 2)]:
         assert (switch,) in ablations
-    assert [e.seed for e in plan.entries if e.recipe == plan_lib.CHOSEN and not e.overrides] == [1, 2]
+    assert [e.seed for e in plan.entries if e.recipe == plan_lib.CHOSEN and not e.overrides
+            and not e.chapters] == [1, 2]
+    # The chapters a reader opens come right after the choice, before the ablations.
+    assert names[6] == "chapters" and plan.entries[6].chapters == ("03_train", "04_results")
     assert all(e.epochs == 30 and e.why for e in plan.entries)
 
 
