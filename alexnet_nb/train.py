@@ -257,7 +257,10 @@ def fit(config: Config, callback=None, command=None) -> pd.DataFrame:
     lock = run_folder.Lock(config.run_dir())
     try:
         if rank == 0:
-            config.run_dir().mkdir(parents=True, exist_ok=True)
+            try:
+                config.run_dir().mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise files.write_error(e, config.run_dir() / run_folder.LOCK, run_folder.WRITABLE) from None
             lock.acquire()
         with stopping.Signals() as stop:
             return _fit(config, callback, rank, world, local_rank, command, stop)
@@ -394,7 +397,7 @@ def main(argv=None):
     try:
         fit(config, command=f"{launcher} {shlex.join(args)}".strip())
     except (ConfigError, data.DatasetError, download.DownloadError, checkpoint.CheckpointError,
-            run_folder.RunFolderError) as e:
+            run_folder.RunFolderError, files.WriteError) as e:
         cli.fail(str(e))
     except NonFiniteLossError as e:
         cli.fail(str(e), status=1)
