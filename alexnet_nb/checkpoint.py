@@ -3,7 +3,10 @@
 A checkpoint (``checkpoint.pt`` in the run folder) holds the weights (and their
 moving average when the run keeps one), the optimizer, scaler and schedule
 states, the random-number states, the history so far, every Config value and
-the class list. It is written atomically (``files.atomic_write``), so the
+the class list (:func:`training_state`). A checkpoint taken inside an epoch
+(a stop request) also records the step reached (``step``, 0 at an epoch's end)
+and the epoch's loss and hit sums so far (``partial``); older checkpoints lack
+both and resume at their epoch's end. It is written atomically (``files.atomic_write``), so the
 previous one stays whole until the new one is complete; there is only ever
 one, since a checkpoint is ~460 MB.
 
@@ -23,7 +26,7 @@ import pandas as pd
 import torch
 
 from alexnet_nb import config as config_lib
-from alexnet_nb import env, files, model
+from alexnet_nb import env, files, model, summary
 
 NAME = "checkpoint.pt"
 
@@ -56,9 +59,21 @@ def path_of(path) -> Path:
     return path / NAME if path.is_dir() else path
 
 
+def training_state(parts, schedule, epochs_done, frame, cfg, train, progress=None) -> dict:
+    """What a checkpoint holds after ``epochs_done`` whole epochs (``parts``: a ``step.Parts``; ``frame``: the
+    history); ``progress`` (an ``epoch.Progress``) when a stop came inside the next epoch."""
+    return dict(model=parts.net.state_dict(), optimizer=parts.optimizer.state_dict(),
+                scaler=parts.scaler.state_dict(), scheduler=schedule.state_dict(),
+                ema=parts.ema.state_dict() if parts.ema is not None else None, rng=rng_state(),
+                epoch=epochs_done, step=progress.step if progress else 0,
+                partial=progress.to_dict() if progress else None, history=frame.to_dict("list"),
+                config=summary.values(cfg), num_classes=len(train.classes), classes=list(train.classes),
+                names=list(train.names))
+
+
 # Where a checkpoint could not be written (a full or read-only disk), what is still true and what to do.
-KEPT = (" The previous checkpoint.pt, if any, is intact: continue with --resume once the folder has room "
-        "(or copy the run folder to a writable place and --resume there with --out-dir).")
+KEPT = (" The previous checkpoint.pt, if any, is intact: continue with --resume once the folder can be written "
+        "(or copy the run folder to one that can, and --resume there with --out-dir).")
 
 
 def save(path, state: dict) -> None:

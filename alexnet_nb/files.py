@@ -43,8 +43,10 @@ def write_error(e: OSError, path, fix: str = "") -> OSError:
         return e
     path = Path(path)
     what, todo = _REFUSALS[e.errno]
-    return WriteError(e.errno, f"cannot write {path.name}: {what.format(folder=path.parent)}. {todo[0].upper()}"
-                               f"{todo[1:]}.{fix}")
+    if fix and e.errno not in (errno.ENOSPC, errno.EDQUOT):  # the caller knows better where to write instead
+        todo = ""
+    todo = f" {todo[0].upper()}{todo[1:]}." if todo else ""
+    return WriteError(e.errno, f"cannot write {path.name}: {what.format(folder=path.parent)}.{todo}{fix}")
 
 
 def temp_path(path) -> Path:
