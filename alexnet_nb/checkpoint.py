@@ -3,7 +3,10 @@
 A checkpoint (``checkpoint.pt`` in the run folder) holds the weights (and their
 moving average when the run keeps one), the optimizer, scaler and schedule
 states, the random-number states, the history so far, every Config value and
-the class list. It is written atomically (``files.atomic_write``), so the
+the class list (:func:`training_state`). A checkpoint taken inside an epoch
+(a stop request) also records the step reached (``step``, 0 at an epoch's end)
+and the epoch's loss and hit sums so far (``partial``); older checkpoints lack
+both and resume at their epoch's end. It is written atomically (``files.atomic_write``), so the
 previous one stays whole until the new one is complete; there is only ever
 one, since a checkpoint is ~460 MB.
 
@@ -14,6 +17,7 @@ pooling, activation, dropout placement) from the saved Config.
 import dataclasses
 import pickle
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -22,7 +26,7 @@ import pandas as pd
 import torch
 
 from alexnet_nb import config as config_lib
-from alexnet_nb import env, files, model
+from alexnet_nb import env, files, model, summary
 
 NAME = "checkpoint.pt"
 
@@ -55,8 +59,31 @@ def path_of(path) -> Path:
     return path / NAME if path.is_dir() else path
 
 
+def training_state(parts, schedule, epochs_done, frame, cfg, train, progress=None) -> dict:
+    """What a checkpoint holds after ``epochs_done`` whole epochs (``parts``: a ``step.Parts``; ``frame``: the
+    history); ``progress`` (an ``epoch.Progress``) when a stop came inside the next epoch."""
+    return dict(model=parts.net.state_dict(), optimizer=parts.optimizer.state_dict(),
+                scaler=parts.scaler.state_dict(), scheduler=schedule.state_dict(),
+                ema=parts.ema.state_dict() if parts.ema is not None else None, rng=rng_state(),
+                epoch=epochs_done, step=progress.step if progress else 0,
+                partial=progress.to_dict() if progress else None, history=frame.to_dict("list"),
+                config=summary.values(cfg), num_classes=len(train.classes), classes=list(train.classes),
+                names=list(train.names))
+
+
+# Where a checkpoint could not be written (a full or read-only disk), what is still true and what to do.
+KEPT = (" The previous checkpoint.pt, if any, is intact: continue with --resume once the folder can be written "
+        "(or copy the run folder to one that can, and --resume there with --out-dir).")
+
+
 def save(path, state: dict) -> None:
-    files.atomic_write(path, lambda tmp: torch.save(state, tmp))
+    def write(tmp):
+        # Through a Python file, not a path: torch's own writer reports a full disk as "unexpected pos", without
+        # the errno, where Python's raises OSError(ENOSPC), which files.atomic_write can name.
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+    files.atomic_write(path, write, fix=KEPT)
 
 
 def _others(path: Path) -> str:
@@ -69,20 +96,33 @@ def _others(path: Path) -> str:
     return " There is no other checkpoint in that folder (only the latest is kept, by design)."
 
 
+def _damaged(path: Path, e: Exception) -> str:
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return (f"{path} is damaged and cannot be read ({path.stat().st_size:,} bytes; {reason}): it was probably cut "
+            "off while being copied or written outside this suite. Start the run again with --overwrite (its "
+            "history.csv keeps the curves so far), or restore the file from a copy." + _others(path))
+
+
 def read(path) -> dict:
     """A checkpoint as a dict, on the CPU (RNG states must stay CPU tensors; ``optimizer.load_state_dict``
-    moves the momentum to the parameters' device). A damaged file raises :class:`CheckpointError`."""
+    moves the momentum to the parameters' device). A damaged or foreign file raises :class:`CheckpointError`."""
     path = path_of(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train the run first, or pass its run folder.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(_damaged(path, e)) from None
+        # Our checkpoints hold only tensors and plain values, so the safe loader's refusal means another kind of
+        # file. Torch's hint to load it with weights_only=False (running whatever code it holds) is left out.
+        why = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\.\s|\n|$)", str(e), re.S)
         raise CheckpointError(
-            f"{path} is damaged and cannot be read ({path.stat().st_size:,} bytes; {reason}): it was probably cut "
-            "off while being copied or written outside this suite. Start the run again with --overwrite (its "
-            "history.csv keeps the curves so far), or restore the file from a copy." + _others(path)) from None
+            f"{path} is not a checkpoint of this project: torch's safe loader refused it"
+            + (f" ({why.group(1).strip()})" if why else "") + ". This project's checkpoints hold only tensors and "
+            "plain values; pass the run folder (or checkpoint.pt) of a run trained with alexnet_nb.") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(_damaged(path, e)) from None
     missing = [k for k in ("model", "config", "epoch", "history") if k not in state]
     if missing:
         raise CheckpointError(f"{path} is not a checkpoint of this suite (it lacks {', '.join(missing)}).")

@@ -8,6 +8,7 @@ fix, on one line: the training CLI prints it as ``error: <message>``.
 
 import hashlib
 import os
+import tarfile
 import warnings
 import zipfile
 import zlib
@@ -96,6 +97,14 @@ def _bad_zip(path: Path, reason: str) -> DatasetError:
         f"with a complete download, or use the extracted {ROOT_NAME} folder instead.")
 
 
+def _is_tar(path: Path) -> bool:
+    """Whether ``path`` is a tar archive, compressed or not (reads its first header only)."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError):
+        return False
+
+
 def locate(source) -> Path:
     """The dataset a user-given path means: the folder holding wnids.txt (``source`` or
     one level down) or the zip; DatasetError when there is none or the zip is unreadable."""
@@ -104,6 +113,10 @@ def locate(source) -> Path:
         raise _not_found(path)
     if path.is_file():
         if not zipfile.is_zipfile(path):  # reads only the directory at the end: cheap, and truncation loses it
+            if _is_tar(path):  # a whole archive, only of another kind: nothing to delete or download again
+                raise DatasetError(
+                    f"{path.absolute()} is a tar archive, but the source must be a .zip or an extracted folder: "
+                    f"extract it (tar xf {path} -C {path.parent}) and pass the {ROOT_NAME} folder it holds.")
             raise _bad_zip(path, "no zip directory at its end")
         return path
     if (path / "wnids.txt").is_file():

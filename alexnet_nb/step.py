@@ -148,11 +148,15 @@ class TrainStep:
         self.device = next(self.module.parameters()).device
         self.cuda_graphs = compiled and cfg.compile_mode == "reduce-overhead"
         options = dict(dynamic=False, mode=cfg.compile_mode)  # fixed shapes: never recompile
-        self.forward = self._forward
+        self.forward, self._eager_net = self._forward, net
         if compiled and cfg.compile_scope == "step":
             self.forward = torch.compile(self._forward, **options)
         elif compiled:
             self.net = torch.compile(net, **options)
+
+    def eager(self):
+        """Run uncompiled from now on: the compiler failed on this machine (see :func:`compile_error`)."""
+        self.net, self.forward, self.cuda_graphs = self._eager_net, self._forward, False
 
     def augment(self, images_u8, params):
         return augment.apply_params(images_u8, params, self.crop_size, self.image_size,
@@ -179,6 +183,21 @@ class TrainStep:
         if self.ema is not None:
             self.ema.update(self.module)
         return loss.detach(), hits
+
+
+# Where the compiler stack raises from: Dynamo (BackendCompilerFailed, InductorError, GPUTooOldForTriton...),
+# Inductor (lowering, C++/CUDA compile errors) and Triton itself. By module rather than by class, since the
+# classes move between torch versions.
+COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "triton")
+
+
+def compile_error(e: BaseException) -> bool:
+    """Whether ``e``, or an exception it was raised from, comes from compiling rather than from training."""
+    while e is not None:
+        if type(e).__module__.startswith(COMPILER_MODULES):
+            return True
+        e = e.__cause__
+    return False
 
 
 def draw_params(cfg, n, generator, height, width, device):

@@ -1,10 +1,12 @@
 """Stopping a run cleanly: on a signal, or before an epoch that would pass the time limit.
 
 SIGTERM (what a job scheduler or a closing Colab sends) and SIGINT (Ctrl-C, a
-notebook's interrupt button) ask the run to stop after the epoch in progress,
-with its checkpoint, history and summary written; a second Ctrl-C stops at
-once. A time limit stops the run before an epoch that, at the last epoch's
-pace, would end after it. Either way the run resumes like an interrupted one.
+notebook's interrupt button) ask the run to stop after the step in progress
+(an epoch on a CPU or a T4 lasts many minutes, a step a second), with a
+checkpoint that records the step reached, and the summary written; a second
+Ctrl-C stops at once. A time limit stops the run before an epoch that, at the
+last epoch's pace, would end after it. Either way the run resumes like an
+interrupted one, at the step where it stopped.
 """
 
 import signal
@@ -15,7 +17,7 @@ import torch.distributed as dist
 
 
 class Signals:
-    """SIGINT/SIGTERM ask the run to stop after the epoch in progress; a second Ctrl-C stops at once."""
+    """SIGINT/SIGTERM ask the run to stop after the step in progress; a second Ctrl-C stops at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -26,8 +28,8 @@ class Signals:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
-        print(f"\n{self.reason}: stopping after this epoch, with a checkpoint "
-              "(press Ctrl-C again to stop at once, losing the epoch in progress).", flush=True)
+        print(f"\n{self.reason}: stopping after this step, with a checkpoint "
+              "(press Ctrl-C again to stop at once, losing the steps since the last checkpoint).", flush=True)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signals can only be caught there
@@ -39,14 +41,19 @@ class Signals:
             signal.signal(s, handler)
 
 
-def reason(stop, cfg, elapsed, epoch_seconds, world, device):
-    """Why the run stops after this epoch (a signal, or the next epoch would pass the time limit), or None."""
-    why = stop.reason
-    if why is None and cfg.time_limit is not None and elapsed + epoch_seconds > cfg.time_limit:
-        why = f"time limit {cfg.time_limit:g} s: another epoch would end after it"
+def agreed(why, world, device):
+    """``why`` (a reason to stop, or None), agreed by all processes: one asked to stop stops them all."""
     if world > 1:  # all processes stop together, or the others wait forever in the next all-reduce
         flag = torch.tensor([why is not None], dtype=torch.float32, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and why is None:
             why = "another process was asked to stop"
     return why
+
+
+def reason(stop, cfg, elapsed, epoch_seconds, world, device):
+    """Why the run stops after this epoch (a signal, or the next epoch would pass the time limit), or None."""
+    why = stop.reason
+    if why is None and cfg.time_limit is not None and elapsed + epoch_seconds > cfg.time_limit:
+        why = f"time limit {cfg.time_limit:g} s: another epoch would end after it"
+    return agreed(why, world, device)

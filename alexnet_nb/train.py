@@ -9,20 +9,18 @@
 Design (airbench style): the decoded split lives on the device as uint8 and a
 batch is augmented there by a few tensor ops (``alexnet_nb.augment``), so
 there are no DataLoader workers and no per-image Python during an epoch. The
-settings are ``config.Config`` (and its named recipes), one step is
-``step.TrainStep`` (shared with the benchmark), checkpoints are
-``alexnet_nb.checkpoint``, the run folder's guards ``alexnet_nb.run_folder``,
-clean stops ``alexnet_nb.stopping``.
-
-Randomness: each epoch's shuffle, crops, flips and dropout are drawn from
-generators seeded by ``(seed, epoch, rank)``, so epoch ``e`` depends only on
-the weights and optimizer state at its start; that is what makes a resumed run
-end with exactly the weights of an uninterrupted one (in deterministic mode).
+settings are ``config.Config`` (and its named recipes), one epoch is
+``alexnet_nb.epoch`` (its seeded randomness, stopping inside it, the eager
+fallback when compiling fails), one step ``step.TrainStep`` (shared with the
+benchmark), checkpoints are ``alexnet_nb.checkpoint``, the run folder's guards
+``alexnet_nb.run_folder``, clean stops ``alexnet_nb.stopping``.
 
 Stopping: SIGTERM or SIGINT (Ctrl-C, a notebook's interrupt) ends the run after
-the epoch in progress, with its checkpoint, history and summary written (a
-second Ctrl-C stops at once); so does ``time_limit``, before an epoch that
-would not end in time. A stopped run resumes like an interrupted one.
+the step in progress, with a checkpoint recording that step and the summary
+written (a second Ctrl-C stops at once); the history gets the epoch's row once
+the resumed run completes it. ``time_limit`` stops the run before an epoch that
+would not end in time. A stopped run resumes like an interrupted one, at the
+step where it stopped, and ends with the weights of an uninterrupted run.
 
 Multi-GPU (DDP): ``batch_size`` is the *global* batch; each of the N processes
 takes its ``batch_size / N`` share of every global batch and DDP averages the
@@ -33,7 +31,6 @@ recipe exactly, only faster. Rank 0 writes the history and checkpoints.
 """
 
 import json
-import math
 import os
 import shlex
 import sys
@@ -42,13 +39,14 @@ import time
 import pandas as pd
 import torch
 import torch.distributed as dist
-from tqdm.auto import tqdm
 
 from alexnet_nb import checkpoint, cli, data, evaluate, files, run_folder, stopping, summary
 from alexnet_nb import config as config_lib
+from alexnet_nb import epoch as epoch_lib
 from alexnet_nb import step as step_lib
 from alexnet_nb.checkpoint import load_checkpoint  # noqa: F401  (the notebooks' name for it)
 from alexnet_nb.config import Config, ConfigError  # noqa: F401
+from alexnet_nb.epoch import NonFiniteLossError
 from alexnet_nb.schedules import Schedule
 from alexnet_nb.step import resolve_precision  # noqa: F401
 
@@ -56,10 +54,6 @@ HISTORY_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "holdout_loss", "h
                    "holdout_top5", "val_loss", "val_top1", "val_top5", "seconds", "images_per_s",
                    "elapsed_s", "scored"]
 FLIP_COLUMNS = ["holdout_flip_top1", "holdout_flip_top5", "val_flip_top1", "val_flip_top5"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 def history_columns(cfg):
@@ -103,14 +97,6 @@ def _set_determinism(cfg, device):
         torch.backends.cudnn.benchmark = False
     else:
         torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed shapes: let cuDNN pick the fastest
-
-
-SHUFFLE, AUGMENT, DROPOUT = range(3)  # the random streams of an epoch
-
-
-def _epoch_seed(seed, epoch, stream, rank=0):
-    """A distinct, reproducible seed for each (run seed, epoch, random stream, process)."""
-    return (seed * 1_000_003 + epoch * 10_007 + stream * 1_009 + rank * 101 + 17) % (2**63 - 1)
 
 
 def _batch_and_steps(n, batch_size, world):
@@ -160,73 +146,22 @@ def _oom_message(cfg, world):
             "or free the GPU (restart the runtime).")
 
 
-def _train_epoch(ctx, epoch):
-    """One pass over the training images; returns (mean loss, top-1 %, images seen, seconds, last lr)."""
-    c, train, device, step = ctx["config"], ctx["train"], ctx["device"], ctx["step"]
-    rank, world, batch, steps = ctx["rank"], ctx["world"], ctx["batch"], ctx["steps"]
-    schedule = ctx["schedule"]
-    torch.manual_seed(_epoch_seed(c.seed, epoch, DROPOUT, rank))  # dropout masks: each process its own
-    # The shuffle and the augmentation are the same on every process: each takes its share of one global batch.
-    perm = torch.randperm(len(train.labels), device=device,
-                          generator=torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch, SHUFFLE)))
-    aug_gen = torch.Generator(device).manual_seed(_epoch_seed(c.seed, epoch, AUGMENT))
-    h, w = train.images.shape[-2:]
-    sums = torch.zeros(2, device=device, dtype=torch.float64)  # loss * images, correct (stay on the device)
-    seen = 0
-    bar = tqdm(total=steps * batch, unit="img", desc=f"epoch {epoch + 1}/{c.epochs}", leave=False,
-               disable=not (c.progress and rank == 0), file=sys.stdout, dynamic_ncols=True)
-    start = time.perf_counter()
-    step.net.train()
-    lr = schedule.lr()
-    share = slice(rank, batch, world)
-    for i in range(steps):
-        # Random choices for the whole global batch, then this process's share of it: the run does
-        # not depend on the number of processes (but for dropout masks).
-        params = _share(step_lib.draw_params(c, batch, aug_gen, h, w, device), share)
-        idx = perm[i * batch:(i + 1) * batch][share]
-        loss, correct = step(train.images[idx], train.labels[idx], params)
-        lr = schedule.lr()
-        schedule.after_step(epoch * steps + i + 1)
-        sums[0] += loss.double() * len(idx)
-        sums[1] += correct
-        seen += batch  # global images
-        if (i + 1) % c.log_every == 0 or i + 1 == steps:
-            loss_so_far = sums[0].clone()
-            if world > 1:  # every process must see the divergence, or the others hang in the next all-reduce
-                dist.all_reduce(loss_so_far)
-            mean_loss = loss_so_far.item() / seen  # the only host-device sync: once per log_every steps
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLossError(
-                    f"The training loss became {mean_loss} in epoch {epoch + 1}, by step {i + 1} "
-                    f"(lr {lr:g}, precision {ctx['precision']}). The run is stopped; the last good "
-                    f"checkpoint ({ctx['last_good']}) is kept. Try a lower --lr or --precision fp32 "
-                    "(and --init default, if it was changed).")
-            bar.update(min(c.log_every, (i % c.log_every) + 1) * batch)
-            bar.set_postfix(loss=f"{mean_loss:.3f}", img_s=f"{bar.n / (time.perf_counter() - start):.0f}")
-    bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    if world > 1:
-        dist.all_reduce(sums)
-    loss_sum, correct = sums.tolist()
-    return loss_sum / seen, 100.0 * correct / seen, seen, seconds, lr
-
-
-def _share(params, share):
-    """This process's share of the whole global batch's random choices."""
-    values = [p[share] if torch.is_tensor(p) else p for p in params]
-    return type(params)(*values) if hasattr(params, "_fields") else tuple(values)
-
-
 def _evaluate(ctx):
     """Centre-crop scores (and the flip extra) of the scored weights on the holdout and val."""
     c = ctx["config"]
     row = {}
     for name, split in (("holdout", ctx["holdout"]), ("val", ctx["val"])):
-        s = evaluate.evaluate(ctx["eval_net"], split, c.eval_batch_size, ctx["device"], c.crop_size,
-                              c.image_size, ctx["amp_dtype"], c.channels_last, distributed=ctx["world"] > 1,
-                              flip=c.eval_flip)
+        def score():
+            return evaluate.evaluate(ctx["eval_net"], split, c.eval_batch_size, ctx["device"], c.crop_size,
+                                     c.image_size, ctx["amp_dtype"], c.channels_last, distributed=ctx["world"] > 1,
+                                     flip=c.eval_flip)
+        try:
+            s = score()
+        except Exception as e:  # noqa: BLE001 -- its own graph compiles on first use: eager if that fails
+            if not (ctx["compiled"] and step_lib.compile_error(e)):
+                raise
+            epoch_lib.fall_back_to_eager(ctx, e, "evaluation")
+            s = score()
         row.update({f"{name}_{k}": v for k, v in s.items()})
     return row
 
@@ -257,7 +192,10 @@ def fit(config: Config, callback=None, command=None) -> pd.DataFrame:
     lock = run_folder.Lock(config.run_dir())
     try:
         if rank == 0:
-            config.run_dir().mkdir(parents=True, exist_ok=True)
+            try:
+                config.run_dir().mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise files.write_error(e, config.run_dir() / run_folder.LOCK, run_folder.WRITABLE) from None
             lock.acquire()
         with stopping.Signals() as stop:
             return _fit(config, callback, rank, world, local_rank, command, stop)
@@ -269,6 +207,21 @@ def fit(config: Config, callback=None, command=None) -> pd.DataFrame:
         torch.backends.cudnn.benchmark = saved[2]
         if own_group:
             dist.destroy_process_group()
+
+
+def _restore(state, parts, schedule, config, device):
+    """Load a checkpoint into the run's parts; (history rows, whole epochs done, the ``epoch.Progress`` of the
+    epoch it stopped inside, or None: always for checkpoints older than mid-epoch stops)."""
+    parts.net.load_state_dict(state["model"])
+    step_lib.load_optimizer_state(parts.optimizer, state["optimizer"], step_lib.on_gpu(config.fused_sgd, device))
+    if parts.scaler.is_enabled() and state["scaler"]:  # empty when the run so far was bf16 or fp32 (another GPU)
+        parts.scaler.load_state_dict(state["scaler"])
+    schedule.load_state_dict(state["scheduler"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(state["ema"])
+    checkpoint.set_rng_state(state["rng"])  # inside an epoch: dropout's stream as it was at the step reached
+    started = epoch_lib.Progress(**state["partial"]) if state.get("step") else None
+    return checkpoint.history_frame(state).to_dict("records"), state["epoch"], started
 
 
 def _fit(config, callback, rank, world, local_rank, command, stop):
@@ -304,25 +257,16 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
         def wrap(net):
             return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     parts = step_lib.build(config, len(train.classes), device, wrap)
-    net, optimizer, scaler, ema = parts.net, parts.optimizer, parts.scaler, parts.ema
-    precision, compiled = parts.precision, parts.compiled
+    precision, ema = parts.precision, parts.ema
     batch, steps = _batch_and_steps(len(train), config.batch_size, world)
-    schedule = Schedule(optimizer, config, steps)
+    schedule = Schedule(parts.optimizer, config, steps)
 
-    history, start_epoch, elapsed0 = [], 0, 0.0
+    history, start_epoch, started, elapsed0 = [], 0, None, 0.0
     if state is not None:
-        net.load_state_dict(state["model"])
-        step_lib.load_optimizer_state(optimizer, state["optimizer"], step_lib.on_gpu(config.fused_sgd, device))
-        if scaler.is_enabled() and state["scaler"]:  # empty when the run so far was bf16 or fp32 (another GPU)
-            scaler.load_state_dict(state["scaler"])
-        schedule.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        checkpoint.set_rng_state(state["rng"])
-        history = checkpoint.history_frame(state).to_dict("records")
-        start_epoch = state["epoch"]
-        elapsed0 = history[-1]["elapsed_s"] if history else 0.0
-        say(f"Resuming {run_dir.name} after epoch {start_epoch} of {config.epochs}.")
+        history, start_epoch, started = _restore(state, parts, schedule, config, device)
+        elapsed0 = (history[-1]["elapsed_s"] if history else 0.0) + (started.seconds if started else 0.0)
+        say(f"Resuming {run_dir.name} " + (f"at step {started.step} of epoch {start_epoch + 1} ({steps} steps)"
+                                           if started else f"after epoch {start_epoch}") + f" of {config.epochs}.")
     elif config.resume:
         say(f"No checkpoint in {run_dir.name}; starting a new run.")
     if rank == 0:
@@ -331,43 +275,58 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
     say(f"{config.recipe} recipe: {len(train)} train, {len(holdout)} holdout, {len(val)} val images, "
         f"{len(train.classes)} classes; {device.type}, {precision}, batch {config.batch_size}"
         + (f" over {world} processes" if world > 1 else "") + f", {steps} steps per epoch"
-        + (", compiled" if compiled else "") + (f", EMA {config.ema_decay}" if ema is not None else ""))
+        + (", compiled" if parts.compiled else "") + (f", EMA {config.ema_decay}" if ema is not None else ""))
 
     ctx = dict(config=config, batch=batch, steps=steps, train=train, holdout=holdout, val=val, device=device,
                rank=rank, world=world, schedule=schedule, amp_dtype=parts.amp_dtype, precision=precision,
-               step=parts.step, eval_net=parts.eval_net,
+               step=parts.step, eval_net=parts.eval_net, scored_net=ema.module if ema is not None else parts.net,
+               compiled=parts.compiled, steps_run=0, say=say,
                last_good=f"{run_dir.name}/{checkpoint.NAME}, epoch {start_epoch}" if start_epoch else "none yet")
     run_start = time.perf_counter()
     stopped, durations = None, []
+    frame = pd.DataFrame(history, columns=history_columns(config))
+
+    def write_summary(stopped, where=None):
+        summary.write(run_dir, frame, config, len(train.classes), device, precision, world, command,
+                      compiled=ctx["compiled"], stopped=stopped, stopped_in_epoch=where,
+                      images=dict(train=len(train), holdout=len(holdout), val=len(val)))
+
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
-        train_loss, train_top1, seen, train_seconds, lr = _train_epoch(ctx, epoch)
+        result, started = epoch_lib.train_epoch(ctx, epoch, stop, started), None
+        if result.stopped is not None:  # a stop request inside the epoch: a checkpoint at the step it reached
+            reached = result.stopped
+            if rank == 0:
+                checkpoint.save(ckpt_path, checkpoint.training_state(parts, schedule, epoch, frame, config, train,
+                                                                     reached))
+                write_summary(result.why, dict(epoch=epoch + 1, step=reached.step, steps=steps))
+            if world > 1:
+                dist.barrier()
+            say(f"Stopped at step {reached.step} of {steps} in epoch {epoch + 1} of {config.epochs} ({result.why}); "
+                f"the checkpoint is written: continue with --resume (name {run_dir.name}).")
+            break
         scores = _evaluate(ctx)
         schedule.after_epoch(epoch + 1, scores["holdout_top1"])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         now = time.perf_counter()
-        row = dict(epoch=epoch + 1, lr=lr, train_loss=train_loss, train_top1=train_top1, **scores,
-                   seconds=now - epoch_start, images_per_s=seen / train_seconds,
+        row = dict(epoch=epoch + 1, lr=result.lr, train_loss=result.loss, train_top1=result.top1, **scores,
+                   seconds=now - epoch_start, images_per_s=result.seen / result.seconds,
                    elapsed_s=elapsed0 + now - run_start, scored="ema" if ema is not None else "weights")
         history.append(row)
         frame = pd.DataFrame(history, columns=history_columns(config))
         durations.append(now - epoch_start)
-        # The next epoch's time: the faster of the last two (the first one also compiled the step).
-        stopped = stopping.reason(stop, config, now - fit_start, min(durations[-2:]), world, device)
-        last = epoch + 1 == config.epochs or stopped is not None
+        # The next epoch's time: the faster of the last two (the first one also compiled the step). After the
+        # last epoch there is nothing left to stop: the run is finished, whatever asked it to stop.
+        last = epoch + 1 == config.epochs
+        if not last:
+            stopped = stopping.reason(stop, config, now - fit_start, min(durations[-2:]), world, device)
         if rank == 0:
-            if (epoch + 1) % config.checkpoint_every == 0 or last:
-                checkpoint.save(ckpt_path, dict(
-                    model=net.state_dict(), optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-                    scheduler=schedule.state_dict(), ema=ema.state_dict() if ema is not None else None,
-                    rng=checkpoint.rng_state(), epoch=epoch + 1, history=frame.to_dict("list"),
-                    config=summary.values(config), num_classes=len(train.classes),
-                    classes=list(train.classes), names=list(train.names)))
+            if (epoch + 1) % config.checkpoint_every == 0 or last or stopped is not None:
+                checkpoint.save(ckpt_path, checkpoint.training_state(parts, schedule, epoch + 1, frame, config,
+                                                                     train))
                 ctx["last_good"] = f"{run_dir.name}/{checkpoint.NAME}, epoch {epoch + 1}"
-            summary.write(run_dir, frame, config, len(train.classes), device, precision, world, command,
-                          compiled=compiled, stopped=stopped,
-                          images=dict(train=len(train), holdout=len(holdout), val=len(val)))
+            write_summary(stopped)
             say(_epoch_line(row, config.epochs))
             if callback is not None:
                 callback(frame)
@@ -394,7 +353,7 @@ def main(argv=None):
     try:
         fit(config, command=f"{launcher} {shlex.join(args)}".strip())
     except (ConfigError, data.DatasetError, download.DownloadError, checkpoint.CheckpointError,
-            run_folder.RunFolderError) as e:
+            run_folder.RunFolderError, files.WriteError) as e:
         cli.fail(str(e))
     except NonFiniteLossError as e:
         cli.fail(str(e), status=1)

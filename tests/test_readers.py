@@ -163,3 +163,16 @@ def test_errors_quoting_library_messages_are_one_line():
         "cannot decode x (libjpeg said: Premature end of data)"
     assert str(download.DownloadError("Failed to retrieve file url:\n\n\tCannot retrieve the link\n")) == \
         "Failed to retrieve file url: Cannot retrieve the link"
+
+
+@pytest.mark.parametrize("suffix", ["tar.gz", "tar"])
+def test_a_tar_archive_is_named_as_the_wrong_format_not_as_corrupt(small, tmp_path, suffix):
+    import tarfile
+
+    archive = tmp_path / f"tiny-imagenet-200.{suffix}"
+    with tarfile.open(archive, "w:gz" if suffix == "tar.gz" else "w") as tar:
+        tar.add(small, arcname=readers.ROOT_NAME)
+    message = _error(archive)
+    assert str(archive) in message and "tar" in message and "a .zip or an extracted folder" in message
+    assert f"tar xf {archive}" in message  # how to make it one
+    assert "corrupt" not in message and "Delete" not in message and "delete" not in message

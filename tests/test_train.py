@@ -87,7 +87,7 @@ def test_a_signal_stops_the_run_after_the_epoch_in_progress(source, tmp_path, si
 
     def ask_to_stop(history):
         if len(history) == 1:
-            os.kill(os.getpid(), signum)  # arrives while epoch 1's results are handled: epoch 2 still runs
+            os.kill(os.getpid(), signum)  # while epoch 1's results are handled: the next step (epoch 2's only) runs
 
     history = train.fit(cfg, callback=ask_to_stop)
     assert len(history) == 2
@@ -188,3 +188,107 @@ def test_weight_decay_on_weights_only_or_on_everything():
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]
     assert all(p.ndim == 2 for p in groups[0]["params"]) and all(p.ndim == 1 for p in groups[1]["params"])
     assert len(step.param_groups(net, 5e-4, decay_biases=True)) == 1
+
+
+def test_a_run_that_finished_is_not_told_to_resume(source, tmp_path, capsys):
+    # The time limit is reached in the last epoch: the run is complete, not stopped.
+    history = train.fit(tiny(source, tmp_path, "done", epochs=1, time_limit=0.001))
+    out = capsys.readouterr().out
+    assert len(history) == 1 and "--resume" not in out and "Stopped" not in out
+    summary = json.loads((tmp_path / "done" / "summary.json").read_text())
+    assert summary["finished"] is True and summary["stopped"] is None
+
+
+def stop_after_steps(monkeypatch, k, signum=signal.SIGTERM):
+    """Send ``signum`` to this process right after the k-th training step."""
+    calls = {"n": 0}
+    real = step.TrainStep.__call__
+
+    def counted(self, *args):
+        out = real(self, *args)
+        calls["n"] += 1
+        if calls["n"] == k:
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(step.TrainStep, "__call__", counted)
+    return calls
+
+
+def test_a_stop_mid_epoch_checkpoints_that_step_and_resumes_from_it_exactly(source, tmp_path, monkeypatch, capsys):
+    # 6 training images in steps of 2: 3 steps an epoch. Dropout, crops, flips, lighting, a per-step schedule and
+    # the moving average all have state the resumed step must find as the uninterrupted run had it.
+    straight = tiny(source, tmp_path, "straight", max_train_images=6, schedule="cosine", warmup_epochs=0.5,
+                    ema_decay=0.5)
+    h_straight = train.fit(straight)
+    calls = stop_after_steps(monkeypatch, 5)  # epoch 2, step 2 of 3
+    cut = replace(straight, out_dir=str(tmp_path / "cut"))
+    h_cut = train.fit(cut)
+    assert calls["n"] == 5  # it stopped at once, not at the end of the epoch
+    assert len(h_cut) == 1 and len(pd.read_csv(tmp_path / "cut" / "history.csv")) == 1  # no row for half an epoch
+    state = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["step"] == 2
+    summary = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert summary["stopped"] == "SIGTERM" and summary["finished"] is False
+    assert summary["stopped_in_epoch"] == {"epoch": 2, "step": 2, "steps": 3}
+    assert "--resume" in capsys.readouterr().out
+    monkeypatch.undo()
+
+    h_resumed = train.fit(replace(cut, resume=True))
+    assert "at step 2 of epoch 2" in capsys.readouterr().out
+    assert same_weights(weights(tmp_path / "straight"), weights(tmp_path / "cut"))
+    cols = ["epoch", "lr", "train_loss", "train_top1", "holdout_loss", "val_top1"]
+    pd.testing.assert_frame_equal(h_straight[cols], h_resumed[cols])
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["stopped_in_epoch"] is None
+
+
+def test_a_stop_in_the_first_epoch_and_an_old_checkpoint_without_a_step(source, tmp_path, monkeypatch):
+    cfg = tiny(source, tmp_path, "first", max_train_images=4, epochs=1)  # 2 steps an epoch
+    stop_after_steps(monkeypatch, 1)
+    assert len(train.fit(cfg)) == 0  # stopped before any epoch ended: no history yet, but a checkpoint
+    summary = json.loads((tmp_path / "first" / "summary.json").read_text())
+    assert summary["epochs_done"] == 0 and summary["stopped_in_epoch"]["step"] == 1 and summary["final"] is None
+    monkeypatch.undo()
+    assert len(train.fit(replace(cfg, resume=True))) == 1
+    # A checkpoint written before steps were recorded resumes at its epoch's end.
+    path = tmp_path / "first" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    for key in ("step", "partial"):
+        state.pop(key)
+    torch.save(state, path)
+    assert len(train.fit(replace(cfg, resume=True, epochs=2))) == 2
+
+
+def failing_compile(fn, **kw):
+    """What torch.compile gives on a GPU Triton does not support: a module (or function) whose calls raise."""
+    def fail(*args, **kwargs):
+        raise torch._dynamo.exc.BackendCompilerFailed(
+            failing_compile, RuntimeError("Found Tesla T4 which is too old to be supported by the triton GPU "
+                                          "compiler"), None)
+
+    if not isinstance(fn, torch.nn.Module):
+        return fail
+
+    class Compiled(torch.nn.Module):  # like torch's OptimizedModule: .train() and .eval() reach the network
+        def __init__(self):
+            super().__init__()
+            self.orig_mod = fn
+
+        forward = staticmethod(fail)
+    return Compiled()
+
+
+@pytest.mark.parametrize("scope", ["net", "step"])
+def test_a_compiler_that_fails_falls_back_to_eager_and_trains_as_eager_does(source, tmp_path, monkeypatch, capsys,
+                                                                             scope):
+    eager = tiny(source, tmp_path, "eager", compile=False, compile_scope=scope)
+    train.fit(eager)
+    capsys.readouterr()
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    history = train.fit(replace(eager, out_dir=str(tmp_path / "fallback"), compile=True))
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "eager" in line]
+    assert len(said) == 1 and "BackendCompilerFailed" in said[0] and "too old" in said[0]
+    assert len(history) == 2
+    assert same_weights(weights(tmp_path / "eager"), weights(tmp_path / "fallback"))
+    assert json.loads((tmp_path / "fallback" / "summary.json").read_text())["compiled"] is False
