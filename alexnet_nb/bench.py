@@ -94,6 +94,9 @@ def add_train_arguments(p):
     p.add_argument("--lrn-impl", default="slices", choices=list(LRN_IMPLS),
                    help="single run: our network's LRN (the matrix measures both)")
     p.add_argument("--workers", type=int, default=baseline.WORKERS, help="the blog's DataLoader workers (the blog: 2)")
+    p.add_argument("--merge", metavar="RECORD",
+                   help="a record of the same device and torch: what it measured is kept, and only the entries it "
+                   "lacks are measured (each ratio to the blog's step stays within one run)")
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="also profile this many of our training steps (torch.profiler): in a single run our step "
                    "(the top ops printed); in the matrix each compiled step at the first batch size (kept in the "

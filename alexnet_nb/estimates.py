@@ -29,6 +29,20 @@ def speed_record(state, committed, device=None):
     return None
 
 
+def record_to_merge(committed, device):
+    """A committed matrix record of this ``device`` (its name) and torch, whether or not it covers the matrix
+    planned now: the speed matrix keeps what it measured and measures only what it lacks. Or None."""
+    for path in sorted(Path(committed).glob("bench-*.json"), reverse=True):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if "entries" in record and device and record.get("device") == device \
+                and record.get("torch") == _torch_version():
+            return path
+    return None
+
+
 def covers_matrix(record, batch=128) -> bool:
     """Whether ``record`` holds every entry that the GPU command's speed matrix (at ``batch``) plans now, with
     an answer (measured, or failed with its reason) for each step the targets are judged on: the blog's, and
@@ -125,3 +139,40 @@ def adopted_lrn(record, compiled):
 
     found = speed.training_entry(record) if record and compiled else None
     return found["lrn_impl"] if found and found["lrn_impl"] != "slices" else None
+
+
+# A run's process beyond its own wall_time_s (import, data from the cache, the compile cache's lookup, writing
+# the checkpoint): 16.5-20.6 s in the first two H200 sessions (the plan table's seconds less each summary's
+# wall_time_s: blog 170/150.7, paper 166/149.5, ours 179/158.7, ours-a 173/152.4). Runs record it since
+# (summary.json's plan_entry.process_seconds); the largest recorded is used.
+PROCESS_OVERHEAD_S = 21.0
+MARGIN_SPREADS = 2.0  # per-epoch time: the mean plus two standard deviations of the runs measured
+
+
+def from_runs(known, cfg, compiled, device, warm=True):
+    """Seconds for ``cfg``'s epochs from finished runs measured on this ``device`` with the same batch size, LRN
+    implementation and compile state (the same recipe when there are such runs, else any recipe): per epoch the
+    mean plus ``MARGIN_SPREADS`` standard deviations of their seconds per epoch (with one run, 5% over it), plus
+    the process overhead, and a cold compile unless ``warm`` (the runs measured found their graphs cached by the
+    warm-up). None when no such run exists (then the benchmark's speed estimates). The H200's
+    bench-based estimates erred 25% long (217-233 s for runs of 166-179 s)."""
+    def matches(s, same_recipe):
+        c = s.get("config", {})
+        return (s.get("finished") and s.get("device") == device and bool(s.get("compiled")) == bool(compiled)
+                and c.get("batch_size") == cfg.batch_size and c.get("lrn_impl") == cfg.lrn_impl
+                and s.get("epochs_done") and s.get("wall_time_s") and "--resume" not in s.get("command", "")
+                and (not same_recipe or s.get("recipe") == cfg.recipe))
+
+    if not device:
+        return None
+    runs = [s for s in known.values() if s and matches(s, True)] or \
+           [s for s in known.values() if s and matches(s, False)]
+    if not runs:
+        return None
+    per_epoch = [s["wall_time_s"] / s["epochs_done"] for s in runs]
+    mean = sum(per_epoch) / len(per_epoch)
+    spread = (sum((p - mean) ** 2 for p in per_epoch) / (len(per_epoch) - 1)) ** 0.5 if len(per_epoch) > 1 \
+        else 0.05 * mean
+    overhead = max([PROCESS_OVERHEAD_S] + [s.get("plan_entry", {}).get("process_seconds", 0) - s["wall_time_s"]
+                                           for s in runs if s.get("plan_entry", {}).get("process_seconds")])
+    return overhead + cfg.epochs * (mean + MARGIN_SPREADS * spread) + (0.0 if warm else COMPILE_FLOOR_S)

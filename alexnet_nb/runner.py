@@ -20,8 +20,8 @@ from pathlib import Path
 
 from alexnet_nb import plan as plan_lib, plan_chapters
 from alexnet_nb.child_process import STOP, run_logged
-from alexnet_nb.estimates import (GUESSED_GPU_SPEED, adopted_lrn, compile_failed, compile_works, measured_speed,
-                                  overhead_seconds)
+from alexnet_nb.estimates import (GUESSED_GPU_SPEED, adopted_lrn, compile_failed, compile_works, from_runs,
+                                  measured_speed, overhead_seconds)
 
 STATE = Path("runs") / "gpu"
 RESULTS = Path("results")
@@ -98,7 +98,7 @@ def epochs_left(runs_dir, name, epochs):
     return planned - done if isinstance(done, int) and planned == epochs and done < planned else None
 
 
-def copy_results(entry, run_dir, result):
+def copy_results(entry, run_dir, result, process_seconds=None):
     """Copy a run's history, summary and config from its run folder into ``result``, the summary marked with its
     plan entry, and draw its curves; returns the summary (None if the run wrote none)."""
     result.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,8 @@ def copy_results(entry, run_dir, result):
             shutil.copy2(run_dir / name, result / name)
     summary = plan_lib.read_summary(result)
     if summary:
-        summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why}
+        summary["plan_entry"] = {"name": entry.name, "recipe": entry.recipe, "why": entry.why,
+                                 **({"process_seconds": round(process_seconds, 1)} if process_seconds else {})}
         (result / "summary.json").write_text(json.dumps(summary, indent=2))
         _draw(result)
     return summary
@@ -154,7 +155,7 @@ def run_entry(entry, chosen, out_dir, runs_dir, time_limit, quick=False, source=
     before = log_file.stat().st_size if resume and log_file.exists() else 0  # a resumed run appends to its log
     status = run_logged(cmd, log_file, timeout=hard_limit if hard_limit is not None else time_limit + 120,
                         append=resume)
-    summary = copy_results(entry, run_dir, result)
+    summary = copy_results(entry, run_dir, result, time.monotonic() - started)
     added = log_file.read_bytes()[before:].decode(errors="replace") if log_file.exists() else ""
     tail = added.strip().splitlines()[-1:]
     return summary, status, time.monotonic() - started, (tail[0] if tail else ""), added[-20000:]
@@ -224,8 +225,10 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
         sizes = plan_lib.quick_images() if quick else (plan_lib.TRAIN_IMAGES, plan_lib.EVAL_IMAGES)
         remaining = epochs_left(runs_dir, entry.name, entry.epochs)
         to_train = dataclasses.replace(cfg, epochs=remaining) if remaining else cfg
-        need = plan_lib.estimate_seconds(to_train, speed,
-                                         overhead_seconds(record, compiled, graph_key(cfg) in warm_keys), *sizes)
+        warm = graph_key(cfg) in warm_keys
+        need = None if quick else from_runs(known, to_train, compiled, device_name(), warm)
+        if need is None:
+            need = plan_lib.estimate_seconds(to_train, speed, overhead_seconds(record, compiled, warm), *sizes)
         need += plan_chapters.EXTRA_SECONDS if entry.chapters and not quick else 0
         left = clock.left() - PACK_SECONDS
         partial = need > left and entry is forced

@@ -49,8 +49,8 @@ from pathlib import Path
 import torch
 
 from alexnet_nb import baseline, config, data, env, files, step
-from alexnet_nb.bench_record import (CANDIDATES, NUM_CLASSES, SCHEMA, VARIANTS, derive, flops_per_image, new_entry,
-                                     peak_flops, row, table)
+from alexnet_nb.bench_record import (CANDIDATES, NUM_CLASSES, SCHEMA, VARIANTS, derive, flops_per_image, merge,
+                                     new_entry, peak_flops, row, table)
 from alexnet_nb.bench_record import (  # noqa: F401 (the experiment runner reads records through speed)
     compile_seconds, example_record, images_per_s, markdown, matching, training_entry)
 
@@ -386,6 +386,10 @@ def run(args, argv) -> dict:
     split = data.load_split(source, "train", cache_dir=args.cache_dir, progress=False)
     precision = step.resolve_precision(args.precision, device)[0]
     record = dict(_header(args, argv, device, source, split, precision), entries=entries)
+    if getattr(args, "merge", None):
+        kept = merge(record, json.loads(Path(args.merge).read_text()))
+        print(f"kept {len(kept)} entries measured before on this device and torch ({args.merge}); measuring the "
+              f"{sum(e['status'] == 'pending' for e in entries)} it lacks", flush=True)
     r = _Run(args, device, split, source, record, args.json, start)
     del split
     saved_benchmark = torch.backends.cudnn.benchmark

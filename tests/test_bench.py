@@ -243,3 +243,32 @@ def test_gpu_time_counts_each_busy_instant_once_and_no_annotation():
               event(0, 100, annotation=True),  # "Torch-Compiled Region" around them: not more work
               event(20, 30), event(40, 45, device="cpu")]
     assert speed.gpu_seconds(events, "gpu") == pytest.approx(25e-6)
+
+
+def test_a_matrix_merged_with_an_earlier_record_measures_only_what_it_lacks(folder, tmp_path, tiny_network,
+                                                                             monkeypatch):
+    """Issue 24, item 2: a new candidate must not cost a whole matrix; the ratios stay within one run."""
+    first = tmp_path / "first.json"
+    bench.main(train_args(folder, tmp_path, "--matrix", "--batch-sizes", "2", "--json", str(first)))
+    old = json.loads(first.read_text())
+    kept_id, redo_id = "ours-step-eager-slices-b2", "ours-step-eager-torch-b2"
+    for e in old["entries"]:
+        if e["id"] == kept_id:
+            e.update(images_per_s=12345.0, vs_blog=99.0)
+        if e["id"] in (redo_id, "blog-step-b2"):
+            e.update(status="failed", reason="RuntimeError: fixed since")
+    first.write_text(json.dumps(old))
+
+    calls = count_steps(monkeypatch)
+    record = bench.main(train_args(folder, tmp_path, "--matrix", "--batch-sizes", "2", "--merge", str(first)))
+    by_id = {e["id"]: e for e in record["entries"]}
+    assert by_id[kept_id]["images_per_s"] == 12345.0 and by_id[kept_id]["kept_from"] == old["started"]
+    assert by_id[kept_id]["vs_blog"] == 99.0  # its own run's ratio, not one to the blog's step of this run
+    assert by_id[redo_id]["status"] == "measured" and "kept_from" not in by_id[redo_id]
+    assert by_id[redo_id]["vs_blog"] == by_id[redo_id]["images_per_s"] / by_id["blog-step-b2"]["images_per_s"]
+    kept = [i for i, e in by_id.items() if e.get("kept_from")]
+    measured_ours = [i for i, e in by_id.items() if i.startswith("ours-step") and e["status"] == "measured"]
+    assert len(calls) == len(measured_ours) - sum(i.startswith("ours-step") for i in kept)  # kept: not run again
+
+    other = dict(old, device="another GPU")
+    assert bench_record.merge(dict(record, entries=speed.plan([2], gpu=False)), other) == []

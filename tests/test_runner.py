@@ -291,3 +291,23 @@ def test_a_resumed_run_takes_the_lrn_implementation_it_is_given():
                                         config.recipe("paper", lrn_impl="slices"), said.append)
     assert resumed.lrn_impl == "triton" and resumed.dropout == 0.5  # what it computes stays the saved run's
     assert said and "dropout" in said[0] and "lrn_impl" not in said[0]
+
+
+def test_estimates_come_from_the_runs_measured_with_a_margin_from_their_spread():
+    """Issue 24, item 3: the bench-based estimate said 232 s for `ours`, which took 179 s (the plan's table,
+    results/logs); the committed runs' own seconds per epoch say less, and still more than it took."""
+    from alexnet_nb import config, estimates
+
+    known = runner.summaries("results")
+    ours = estimates.from_runs(known, config.recipe("ours"), True, "NVIDIA H200")
+    assert 179 < ours < 200
+    paper = estimates.from_runs(known, config.recipe("paper"), True, "NVIDIA H200")
+    assert 166 < paper < 200  # paper took 166 s
+    assert estimates.from_runs(known, config.recipe("ours", epochs=5), True, "NVIDIA H200") < ours / 3
+    assert estimates.from_runs(known, config.recipe("ours"), True, "NVIDIA H200", warm=False) == \
+        ours + estimates.COMPILE_FLOOR_S
+    # Nothing measured like it: the benchmark's speed estimates instead.
+    assert estimates.from_runs(known, config.recipe("ours-c"), True, "NVIDIA H200") is None  # batch 256
+    assert estimates.from_runs(known, config.recipe("ours"), True, "NVIDIA H100") is None
+    assert estimates.from_runs(known, config.recipe("ours"), False, "NVIDIA H200") is None  # eager
+    assert estimates.from_runs(known, config.recipe("ours", lrn_impl="triton"), True, "NVIDIA H200") is None
