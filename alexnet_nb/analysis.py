@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from alexnet_nb import augment, checkpoint, env, evaluate, run_folder
+from alexnet_nb import augment, checkpoint, drive, env, evaluate, run_folder
 from alexnet_nb.sources import DRIVE_MOUNT
 
 PAPER_TITLE = ("Krizhevsky, Sutskever, Hinton, \"ImageNet Classification with Deep Convolutional Neural "
@@ -123,25 +123,9 @@ def load_summary(run: str, results_dir=None) -> dict:
     return json.loads(_read_result(run, "summary.json", results_dir))
 
 
-# Runs kept on Google Drive survive a Colab disconnect; the training chapter writes them here when asked.
-DRIVE_RUNS = DRIVE_MOUNT / "MyDrive" / "alexnet-nb" / "runs"
-
-
-def mount_drive() -> Path:
-    """Mount Google Drive (Colab only; asks for permission once per runtime) and return ``DRIVE_RUNS``."""
-    if not env.in_colab():
-        raise RuntimeError("Google Drive can be mounted only in Colab; on this machine runs live in the runs "
-                           "folder (ALEXNET_NB_RUNS, default runs/), so leave USE_DRIVE off.")
-    if not (DRIVE_MOUNT / "MyDrive").is_dir():
-        from google.colab import drive
-
-        drive.mount(str(DRIVE_MOUNT))
-    return DRIVE_RUNS
-
-
 def run_folders() -> list[Path]:
     """Where a run is looked for by name: the runs folder, the clone's ``runs/``, and Drive when it is mounted."""
-    return [env.runs_dir(), repo_results().parent / "runs", DRIVE_RUNS]
+    return [env.runs_dir(), repo_results().parent / "runs", drive.RUNS]
 
 
 def find_checkpoint(run: str) -> Path | None:
@@ -207,7 +191,7 @@ def open_run(run, results_dir=None) -> Run:
     text = str(run).strip()
     path = Path(text).expanduser()
     if text.startswith(str(DRIVE_MOUNT)) and env.in_colab():
-        mount_drive()
+        drive.mount()
     if path.suffix == ".pt" or path.is_file():
         if path.name == checkpoint.NAME and (path.parent / "history.csv").is_file():
             return _from_folder(path.parent, path, "checkpoint file")

@@ -138,7 +138,7 @@ def history_frame(state) -> pd.DataFrame:
 # the same function, and the LRN has no weights).
 RESUME_MAY_CHANGE = ("epochs", "device", "precision", "compile", "fused_sgd", "eval_batch_size", "progress",
                      "log_every", "resume", "overwrite", "name", "out_dir", "source", "checkpoint_every",
-                     "time_limit", "lrn_impl")
+                     "time_limit", "lrn_impl", "backup_dir", "backup_every")
 
 
 def resumed_config(cfg, saved, say=print):

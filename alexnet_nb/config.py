@@ -89,6 +89,11 @@ class Config:
     resume: bool = False  # continue the run in the run folder
     overwrite: bool = False  # replace the run in the run folder (without it a finished run is never replaced)
     checkpoint_every: int = 1  # epochs between checkpoints; one is always written at the end and on a stop
+    # A copy of the run that outlives the machine (Google Drive in Colab): history and summary every epoch, the
+    # checkpoint every backup_every epochs, at every stop and at the end; a resumed run whose own folder lost
+    # its checkpoint starts from it (alexnet_nb.backup). None: no copy.
+    backup_dir: str | None = None
+    backup_every: int = 5  # epochs between checkpoint copies into backup_dir (30 epochs: 6 copies of 466 MB)
     time_limit: float | None = None  # seconds: stop cleanly (checkpoint written) before an epoch that would pass it
     progress: bool = True  # a progress bar during each epoch (one line per epoch is always printed)
     log_every: int = 20  # steps between progress updates (each costs one device sync)
@@ -100,7 +105,7 @@ class Config:
 
     def __post_init__(self):
         # Stored as text: config.json and weights-only checkpoints hold plain values, not Path objects.
-        for name in ("source", "out_dir"):
+        for name in ("source", "out_dir", "backup_dir"):
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
         check(self)
@@ -167,6 +172,7 @@ RULES = {
     "name": ((lambda v: bool(v) and "/" not in v and v not in (".", "..")),
              "must be a folder name (no '/'; use --out-dir for a path)"),
     "checkpoint_every": _at_least(1),
+    "backup_every": _at_least(1),
     "time_limit": ((lambda v: v is None or v > 0), "must be a positive number of seconds, or none"),
     "log_every": _at_least(1),
     **{k: ((lambda v, c=c: v in c), "must be one of " + ", ".join(map(str, c))) for k, c in CHOICES.items()},

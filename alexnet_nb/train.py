@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from alexnet_nb import checkpoint, cli, data, evaluate, files, run_folder, stopping, summary
+from alexnet_nb import backup, checkpoint, cli, data, evaluate, files, run_folder, stopping, summary
 from alexnet_nb import config as config_lib
 from alexnet_nb import epoch as epoch_lib
 from alexnet_nb import step as step_lib
@@ -234,6 +234,12 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
     if rank == 0:
         run_folder.prepare(run_dir, config.resume, config.overwrite)
         files.remove_stale_temps(ckpt_path)
+    if rank == 0 and config.resume:  # a new machine: its own folder lost, the copy elsewhere is the run
+        backup.restore(run_dir, config.backup_dir, say)
+        if world > 1:
+            dist.barrier()
+    elif config.resume and world > 1:
+        dist.barrier()
     state = checkpoint.read(ckpt_path) if config.resume and ckpt_path.exists() else None
     if state is not None:
         config = checkpoint.resumed_config(config, config_lib.from_dict(state["config"]), say)
@@ -283,7 +289,7 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
                compiled=parts.compiled, steps_run=0, say=say,
                last_good=f"{run_dir.name}/{checkpoint.NAME}, epoch {start_epoch}" if start_epoch else "none yet")
     run_start = time.perf_counter()
-    stopped, durations = None, []
+    stopped, durations, backed_up = None, [], 0
     frame = pd.DataFrame(history, columns=history_columns(config))
 
     def write_summary(stopped, where=None):
@@ -300,6 +306,7 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
                 checkpoint.save(ckpt_path, checkpoint.training_state(parts, schedule, epoch, frame, config, train,
                                                                      reached))
                 write_summary(result.why, dict(epoch=epoch + 1, step=reached.step, steps=steps))
+                backed_up += backup.copy(run_dir, config.backup_dir, with_checkpoint=True)
             if world > 1:
                 dist.barrier()
             say(f"Stopped at step {reached.step} of {steps} in epoch {epoch + 1} of {config.epochs} ({result.why}); "
@@ -322,11 +329,14 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
         if not last:
             stopped = stopping.reason(stop, config, now - fit_start, min(durations[-2:]), world, device)
         if rank == 0:
-            if (epoch + 1) % config.checkpoint_every == 0 or last or stopped is not None:
+            saved = (epoch + 1) % config.checkpoint_every == 0 or last or stopped is not None
+            if saved:
                 checkpoint.save(ckpt_path, checkpoint.training_state(parts, schedule, epoch + 1, frame, config,
                                                                      train))
                 ctx["last_good"] = f"{run_dir.name}/{checkpoint.NAME}, epoch {epoch + 1}"
             write_summary(stopped)
+            backed_up += backup.copy(run_dir, config.backup_dir, saved and backup.due(
+                epoch + 1, config.backup_every, last, stopped is not None))
             say(_epoch_line(row, config.epochs))
             if callback is not None:
                 callback(frame)
@@ -336,6 +346,9 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
             say(f"Stopped after epoch {epoch + 1} of {config.epochs} ({stopped}); the checkpoint is written: "
                 f"continue with --resume (name {run_dir.name}).")
             break
+    if backed_up:
+        say(f"copied {backed_up / 1e6:,.0f} MB into {config.backup_dir} in all (checkpoint every "
+            f"{config.backup_every} epochs, at every stop and at the end)")
     return pd.DataFrame(history, columns=history_columns(config))
 
 
