@@ -89,10 +89,9 @@ class Config:
     resume: bool = False  # continue the run in the run folder
     overwrite: bool = False  # replace the run in the run folder (without it a finished run is never replaced)
     checkpoint_every: int = 1  # epochs between checkpoints; one is always written at the end and on a stop
-    # A copy of the run that outlives the machine (Google Drive in Colab): history and summary every epoch, the
-    # checkpoint every backup_every epochs, at every stop and at the end; a resumed run whose own folder lost
-    # its checkpoint starts from it (alexnet_nb.backup). None: no copy.
-    backup_dir: str | None = None
+    # Small files every epoch, the checkpoint every backup_every epochs, at every stop and at the end; a resumed
+    # run whose own folder lost its checkpoint starts from it (alexnet_nb.backup).
+    backup_dir: str | None = None  # a copy of the run that outlives the machine (Drive in Colab); none: no copy
     backup_every: int = 5  # epochs between checkpoint copies into backup_dir (30 epochs: 6 copies of 466 MB)
     time_limit: float | None = None  # seconds: stop cleanly (checkpoint written) before an epoch that would pass it
     progress: bool = True  # a progress bar during each epoch (one line per epoch is always printed)
