@@ -171,7 +171,9 @@ def training_entry(record, batch=128):
     base = found.get("slices")
     if base is None:
         return None
-    faster = [e for e in found.values() if e["images_per_s"] >= ADOPT_MARGIN * base["images_per_s"]]
+    # Compared within one run only (a merged record holds entries of several): 3% is within two runs' spread.
+    faster = [e for e in found.values() if e["images_per_s"] >= ADOPT_MARGIN * base["images_per_s"]
+              and e.get("kept_from") == base.get("kept_from")]
     return max(faster, key=lambda e: e["images_per_s"], default=base)
 
 
@@ -215,13 +217,28 @@ def merge(record, old) -> list:
     if not old or (old.get("device"), old.get("torch")) != (record.get("device"), record.get("torch")):
         return []
     before = {e["id"]: e for e in old.get("entries", []) if e.get("status") == "measured"}
+    planned = {e["id"] for e in record["entries"]}
+    # A candidate is adopted by its ratio to the compiled slices step of the same run (two runs of one step
+    # differ by up to 3%): with a candidate to measure, its baseline is measured again beside it.
+    baselines = {new_entry("step", "ours", e["batch"], True)["id"] for e in record["entries"]
+                 if e["status"] == "pending" and e["what"] == "step" and e["pipeline"] == "ours" and e["compiled"]
+                 and (e["lrn_impl"] != "slices" or e.get("variant")) and e["id"] not in before}
     kept = []
     for i, e in enumerate(record["entries"]):
-        if e["status"] == "pending" and e["id"] in before:
-            record["entries"][i] = dict(before[e["id"]], kept_from=before[e["id"]].get("kept_from")
-                                        or old.get("started"))
+        if e["status"] == "pending" and e["id"] in before and e["id"] not in baselines:
+            record["entries"][i] = _kept(before[e["id"]], old)
             kept.append(e["id"])
+    # What the old record measured that the matrix no longer plans stays in the record (and README's table):
+    # measured once, on GPU time that will not come again.
+    for key, e in before.items():
+        if key not in planned:
+            record["entries"].append(_kept(e, old))
+            kept.append(key)
     return kept
+
+
+def _kept(entry, old):
+    return dict(entry, kept_from=entry.get("kept_from") or old.get("started"))
 
 
 def derive(record):

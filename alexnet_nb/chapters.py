@@ -97,6 +97,8 @@ def execute(names, out_dir, values=None, cell_timeout=None, log=print):
             status, error = "failed", (str(e).strip().splitlines() or ["?"])[-1][:300]
         except (KeyboardInterrupt, nbclient.exceptions.CellTimeoutError) as e:
             status, error = "stopped", f"{type(e).__name__}: {e}"[:300]
+        except Exception as e:  # a dead kernel (nbclient's own handling of a stop), its clean-up failing after
+            status, error = "failed", f"{type(e).__name__}: {e}"[:300]
         nbformat.write(nb, out_dir / path.name)
         done[path.stem] = {"status": status, "seconds": round(time.monotonic() - started), "error": error}
         log(f"chapter {path.stem}: {status} in {done[path.stem]['seconds']} s" + (f": {error}" if error else ""))

@@ -37,12 +37,15 @@ class Stop:
         self.reason = self.reason or signal.Signals(signum).name
         child = self.child
         running = child is not None and child.poll() is None
-        print(f"\n{signal.Signals(signum).name}: "
-              + ("passing the stop on to the run in progress and waiting for its checkpoint; nothing else starts"
-                 if running and self.count == 1 else
-                 "stopping the run in progress at once" if running else "nothing else starts"), flush=True)
-        if running:
+        if running:  # first, before anything that could fail in a signal handler
             child.send_signal(signal.SIGTERM if self.count == 1 else signal.SIGINT)
+        try:
+            print(f"\n{signal.Signals(signum).name}: "
+                  + ("passing the stop on to the run in progress and waiting for its checkpoint; nothing else "
+                     "starts" if running and self.count == 1 else
+                     "stopping the run in progress at once" if running else "nothing else starts"), flush=True)
+        except RuntimeError:  # print() re-entered while the main thread was writing: the stop is passed on anyway
+            pass
 
     def __enter__(self):
         self.reason, self.count = None, 0
@@ -68,9 +71,13 @@ def run_logged(cmd, log_file, timeout, append=False, env=None):
     after what is there, as a resumed run's log follows its first part); its exit status, or why it was
     killed. While it runs, a stop sent to this process reaches it (:class:`Stop`)."""
     env = dict(env or os.environ, PYTHONUNBUFFERED="1")
+    if STOP.reason:
+        return f"not started: the command was stopped ({STOP.reason})"
     with open(log_file, "a" if append else "w") as out:
         child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         STOP.child = child
+        if STOP.reason:  # the stop came while the child was being started: it never saw it
+            child.send_signal(signal.SIGTERM)
         try:
             return child.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:

@@ -23,6 +23,8 @@ def speed_record(state, committed, device=None):
                 continue
             if "entries" not in record:  # a `bench data` record
                 continue
+            if not same_device_only and not record.get("finished"):  # killed mid-matrix: measure it again
+                continue
             if not same_device_only or (device and record.get("device") == device
                                         and record.get("torch") == _torch_version() and covers_matrix(record)):
                 return record

@@ -22,7 +22,6 @@ import argparse
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tarfile
 import time
@@ -109,15 +108,17 @@ def warm_up(plan, clock, seconds, quick, log, bench_due=False, record=None):
             continue
         cmd = [sys.executable, "-m", "alexnet_nb.warm", *flags] + (["--quick"] if quick else [])
         started = time.monotonic()
-        try:
-            # The first compile on a fresh machine is the slow one: give it at least 90 s.
-            run = subprocess.run(cmd, capture_output=True, text=True, timeout=max(left, 90) + 15)
-            ok, out = run.returncode == 0, run.stdout + run.stderr
-            detail = (run.stdout.strip().splitlines() or [""])[-1] if ok else (run.stderr.strip().splitlines()
-                                                                                 or ["?"])[-1][:150]
-        except subprocess.TimeoutExpired:
-            ok, out, detail = False, "", "timed out"
+        # The first compile on a fresh machine is the slow one: give it at least 90 s. Through run_logged, so
+        # that a stop reaches it.
+        STATE.mkdir(parents=True, exist_ok=True)
+        status = run_logged(cmd, STATE / "warm.log", timeout=max(left, 90) + 15)
+        out = (STATE / "warm.log").read_text(errors="replace")
+        ok = status == 0
+        detail = ((out.strip().splitlines() or ["?"])[-1][:150] if isinstance(status, int) else status)
         last = time.monotonic() - started
+        if STOP.reason or not isinstance(status, int):  # stopped or killed: says nothing of the compiler
+            rows.append((name, "not warmed", detail))
+            continue
         rows.append((name, "warmed" if ok else "warm failed", f"{last:.0f} s; {detail}"))
         # A candidate way of compiling that fails says nothing about the default: only a plan entry's
         # failure sends the runs eager.
@@ -198,7 +199,7 @@ def gpu(args):
             for e in speed.matching(record or {}, batch=128, lrn_impl=None):
                 # the matrix's compiled steps are the paper recipe's network at batch 128 (with each LRN): in the
                 # cache now, for the runs that use that network
-                if e["status"] == "measured":
+                if e["status"] == "measured" and not e.get("kept_from"):  # kept from a record: not compiled here
                     note_warmed(warm.graph_key(config.recipe("paper", batch_size=128, lrn_impl=e["lrn_impl"])),
                                 "speed matrix", "compiled by the matrix")
             pack(args.out, STATE / "gpu.log")  # whatever happens next, the record is in $OUT already
@@ -227,6 +228,8 @@ def bench_matrix(source, clock, quick, log, merge=None):
     """The speed matrix at batch 128 only (what the plan's estimates and the speed targets need; the full
     matrix is ``python -m alexnet_nb.bench train --matrix``), within at most three minutes, with a profile of
     each compiled step."""
+    if STOP.reason:
+        return "not run", f"the command was stopped ({STOP.reason})"
     budget = min(BENCH_SECONDS, clock.left() - PACK_SECONDS - 60)
     if budget < 20:
         return "skipped", f"only {budget:.0f} s left"

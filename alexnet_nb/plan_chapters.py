@@ -45,6 +45,7 @@ def run(entry, chosen, out_dir, runs_dir, hard_limit, quick=False, wheels=(), lo
     recipe = entry.recipe_name(chosen)
     folder = Path(out_dir) / entry.name
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / chapters.SUMMARY).unlink(missing_ok=True)  # an earlier attempt's must not stand for this one
     chapter_runs = Path(runs_dir) / entry.name
     chapter_runs.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "alexnet_nb.chapters", "run", *entry.chapters, "--out", str(folder)]
@@ -79,11 +80,14 @@ def run(entry, chosen, out_dir, runs_dir, hard_limit, quick=False, wheels=(), lo
 
 def notebooks_from(results_dir, notebooks=chapters.NOTEBOOKS) -> list:
     """Move the executed chapters that ``experiments unpack`` brought into ``results/<entry>/`` over their
-    sources in ``notebooks/`` (each replaced whole); returns their names."""
+    sources in ``notebooks/`` (each replaced whole), only when every chapter of the entry ran to its end;
+    returns their names."""
     moved = []
     for path in sorted(Path(results_dir).glob("*/*.ipynb")):
-        if plan_lib.read_summary(path.parent) is None or plan_lib.read_summary(path.parent).get("kind") != KIND:
-            continue
+        summary = plan_lib.read_summary(path.parent) or {}
+        executed = summary.get("chapters", {}).get(path.stem, {}).get("status") == "executed"
+        if summary.get("kind") != KIND or not (plan_lib.finished(summary) and executed):
+            continue  # a chapter that failed or stopped halfway never replaces the committed one
         target = Path(notebooks) / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         path.replace(target)

@@ -62,13 +62,16 @@ class Log:
 
 
 def summaries(*folders) -> dict:
-    """The newest ``summary.json`` of each run name in ``folders`` (a finished one wins over a cut-off one)."""
+    """The newest ``summary.json`` of each run name in ``folders``, later folders newer (this machine's results
+    after the committed ones): a finished one wins over any earlier one, a cut-off one only over a cut-off one
+    (the chapters run again for a new choice must count, not the committed ones of the old)."""
     found = {}
     for folder in folders:
         for path in sorted(Path(folder).glob("*/summary.json")):
             s = plan_lib.read_summary(path.parent)
-            if s and (path.parent.name not in found or not plan_lib.finished(found[path.parent.name])):
-                found[path.parent.name] = s
+            name = path.parent.name
+            if s and (name not in found or plan_lib.finished(s) or not plan_lib.finished(found[name])):
+                found[name] = s
     return found
 
 
@@ -122,7 +125,8 @@ def finished_in_runs(entry, cfg, runs_dir):
     if not plan_lib.finished(summary):
         return None
     saved = summary.get("config", {})
-    wanted = {"recipe": cfg.recipe, "epochs": cfg.epochs, "seed": cfg.seed,
+    wanted = {"recipe": cfg.recipe, "epochs": cfg.epochs, "seed": cfg.seed, "classes": cfg.classes,
+              "max_train_images": cfg.max_train_images, "max_eval_images": cfg.max_eval_images,
               **{k: getattr(cfg, k) for k in entry.overrides}}
     return summary if all(saved.get(k) == v for k, v in wanted.items()) else None
 

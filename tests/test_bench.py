@@ -272,3 +272,29 @@ def test_a_matrix_merged_with_an_earlier_record_measures_only_what_it_lacks(fold
 
     other = dict(old, device="another GPU")
     assert bench_record.merge(dict(record, entries=speed.plan([2], gpu=False)), other) == []
+
+
+def test_a_merge_keeps_what_the_matrix_no_longer_plans_and_measures_a_candidates_baseline_again():
+    """Review of issue 24's merge: an old record's entries outside today's plan stay; a candidate is compared with
+    a baseline of its own run, never with one kept from an earlier session."""
+    planned = speed.plan([128], matrix=True, compile=True, gpu=True)
+    record = dict(device="NVIDIA H200", torch="2.11", entries=planned)
+    measured = {"status": "measured", "reason": None}
+    old_entries = [dict(bench_record.new_entry("step", "ours", 128, True), images_per_s=19800.0, **measured),
+                   dict(bench_record.new_entry("step", "blog", 128), images_per_s=652.0, **measured),
+                   dict(bench_record.new_entry("step", "ours", 128, True, "slices", "cudagraphs"),
+                        images_per_s=20059.0, **measured)]
+    old = dict(device="NVIDIA H200", torch="2.11", started="2026-11-27T11:00:35", entries=old_entries)
+    kept = bench_record.merge(record, old)
+    by_id = {e["id"]: e for e in record["entries"]}
+    assert "blog-step-b128" in kept and by_id["blog-step-b128"]["kept_from"] == old["started"]
+    assert "ours-step-compiled-slices-b128" not in kept  # the triton candidates are pending: measured beside them
+    assert by_id["ours-step-compiled-slices-b128"]["status"] == "pending"
+    assert by_id["ours-step-compiled-slices-cudagraphs-b128"]["images_per_s"] == 20059.0  # not planned, kept
+
+    # Adoption compares within one run: a triton step 5% over a baseline kept from another session is not taken.
+    by_id["ours-step-compiled-slices-b128"].update(images_per_s=19800.0, kept_from=old["started"], **measured)
+    by_id["ours-step-compiled-triton-b128"].update(images_per_s=20790.0, **measured)
+    assert bench_record.training_entry(record)["lrn_impl"] == "slices"
+    by_id["ours-step-compiled-slices-b128"].pop("kept_from")
+    assert bench_record.training_entry(record)["lrn_impl"] == "triton"

@@ -129,3 +129,18 @@ def test_missing_jupyter_is_unpacked_from_the_wheels_that_travelled_without_pip(
     with pytest.raises(chapters.ChapterError, match="points outside"):
         chapters.ensure_jupyter([tmp_path / "carry3"], site=tmp_path / "site2")
     assert not (tmp_path / "outside.py").exists()
+
+
+def test_only_chapters_that_ran_to_their_end_replace_the_committed_ones(tmp_path):
+    from alexnet_nb import plan_chapters
+
+    results, notebooks = tmp_path / "results", tmp_path / "notebooks"
+    for name, finished, states in [("good", True, {"03_train": "executed"}),
+                                   ("half", False, {"03_train": "executed", "04_results": "failed"})]:
+        (results / name).mkdir(parents=True)
+        (results / name / "summary.json").write_text(json.dumps(
+            {"kind": "chapters", "finished": finished, "chapters": {k: {"status": v} for k, v in states.items()}}))
+        for chapter in states:
+            (results / name / f"{chapter}.ipynb").write_text(name)
+    assert plan_chapters.notebooks_from(results, notebooks) == ["03_train.ipynb"]
+    assert (notebooks / "03_train.ipynb").read_text() == "good" and not (notebooks / "04_results.ipynb").exists()

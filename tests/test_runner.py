@@ -311,3 +311,23 @@ def test_estimates_come_from_the_runs_measured_with_a_margin_from_their_spread()
     assert estimates.from_runs(known, config.recipe("ours"), True, "NVIDIA H100") is None
     assert estimates.from_runs(known, config.recipe("ours"), False, "NVIDIA H200") is None  # eager
     assert estimates.from_runs(known, config.recipe("ours", lrn_impl="triton"), True, "NVIDIA H200") is None
+
+
+def test_this_machines_finished_results_win_over_the_committed_ones(tmp_path):
+    """The chapters run again for a new choice must count; a cut-off run never hides a finished one."""
+    for folder, name, summary in [("committed", "chapters", {"finished": True, "recipe": "paper"}),
+                                  ("machine", "chapters", {"finished": True, "recipe": "ours"}),
+                                  ("committed", "ours", {"finished": True, "recipe": "ours"}),
+                                  ("machine", "ours", {"finished": False, "recipe": "ours"})]:
+        (tmp_path / folder / name).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / name / "summary.json").write_text(json.dumps(summary))
+    known = runner.summaries(tmp_path / "committed", tmp_path / "machine")
+    assert known["chapters"]["recipe"] == "ours" and known["ours"]["finished"]
+
+
+def test_a_stop_before_a_child_starts_starts_nothing(tmp_path, monkeypatch):
+    from alexnet_nb import child_process
+
+    monkeypatch.setattr(child_process.STOP, "reason", "SIGTERM")
+    status = child_process.run_logged([sys.executable, "-c", "open('ran', 'w')"], tmp_path / "log", timeout=30)
+    assert status.startswith("not started") and not (tmp_path / "ran").exists()
