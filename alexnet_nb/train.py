@@ -64,6 +64,16 @@ def history_columns(cfg):
 # Set-up helpers
 
 
+def _process_seconds():
+    """Seconds since this process started (Linux: /proc), or None elsewhere."""
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _init_distributed(cfg):
     """(rank, world size, local rank, whether we started the process group) from torchrun's variables."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -249,7 +259,9 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
     # Rank 0 first: it may generate or decode-and-cache the dataset; the others then read the cache.
     if rank != 0:
         dist.barrier()
+    before_data = time.perf_counter()
     (train, holdout, val), source = prepare_data(config, device, progress=config.progress and rank == 0)
+    data_s = time.perf_counter() - before_data
     if rank == 0 and world > 1:
         dist.barrier()
     if state is not None:
@@ -262,7 +274,9 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
 
         def wrap(net):
             return DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    before_net = time.perf_counter()
     parts = step_lib.build(config, len(train.classes), device, wrap)
+    net_s = time.perf_counter() - before_net
     precision, ema = parts.precision, parts.ema
     batch, steps = _batch_and_steps(len(train), config.batch_size, world)
     schedule = Schedule(parts.optimizer, config, steps)
@@ -282,6 +296,11 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
         f"{len(train.classes)} classes; {device.type}, {precision}, batch {config.batch_size}"
         + (f" over {world} processes" if world > 1 else "") + f", {steps} steps per epoch"
         + (", compiled" if parts.compiled else "") + (f", EMA {config.ema_decay}" if ema is not None else ""))
+    # Where a run's start goes (the plan measured 16-20 s a run outside its epochs on an H200): whether several
+    # plan entries in one process would save much is read from these lines.
+    in_fit, started_s = time.perf_counter() - fit_start, _process_seconds()
+    say("start: " + (f"{started_s - in_fit:.1f} s of Python and imports before fit, " if started_s else "")
+        + f"data {data_s:.1f} s, network {net_s:.1f} s, {in_fit:.1f} s in fit so far")
 
     ctx = dict(config=config, batch=batch, steps=steps, train=train, holdout=holdout, val=val, device=device,
                rank=rank, world=world, schedule=schedule, amp_dtype=parts.amp_dtype, precision=precision,
