@@ -18,19 +18,17 @@ would be the child's "stop at once", losing the epoch in progress).
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 from alexnet_nb import run_folder
+from alexnet_nb.stopping import CatchStops
 
 
-class Stop:
+class Stop(CatchStops):
     """``with STOP:`` -- SIGTERM/SIGINT to this process ask for a clean stop and are passed on to the child."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
     def __init__(self):
-        self.reason, self.child, self.saved, self.count = None, None, {}, 0
+        self.reason, self.child, self.count = None, None, 0
 
     def _handle(self, signum, frame):
         self.count += 1
@@ -49,14 +47,7 @@ class Stop:
 
     def __enter__(self):
         self.reason, self.count = None, 0
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            self.saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)
-        self.saved = {}
+        return super().__enter__()
 
     def exit_status(self):
         """The shell's status for a command stopped by a signal (128 + its number), or 0."""

@@ -16,10 +16,26 @@ import torch
 import torch.distributed as dist
 
 
-class Signals:
-    """SIGINT/SIGTERM ask the run to stop after the step in progress; a second Ctrl-C stops at once."""
+class CatchStops:
+    """``with`` it, SIGINT and SIGTERM go to ``self._handle`` (in the main thread: only it can catch signals);
+    the old handlers come back at the end."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    saved = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.saved.items():
+            signal.signal(s, handler)
+        self.saved = {}
+
+
+class Signals(CatchStops):
+    """SIGINT/SIGTERM ask the run to stop after the step in progress; a second Ctrl-C stops at once."""
 
     def __init__(self):
         self.reason, self.saved = None, {}
@@ -30,15 +46,6 @@ class Signals:
         self.reason = signal.Signals(signum).name
         print(f"\n{self.reason}: stopping after this step, with a checkpoint "
               "(press Ctrl-C again to stop at once, losing the steps since the last checkpoint).", flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            self.saved = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for s, handler in self.saved.items():
-            signal.signal(s, handler)
 
 
 def agreed(why, world, device):
