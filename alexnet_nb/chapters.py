@@ -203,8 +203,12 @@ def kernel_env(data_dir, runs_dir, quick):
     """The environment the chapters' kernel inherits: absolute data and runs folders (the kernel runs in
     ``notebooks/``), the package importable from the clone, quick mode or not, and progress bars that print
     every 30 s rather than thousands of times into the executed notebook."""
-    env = dict(os.environ, ALEXNET_NB_DATA=str(Path(data_dir).absolute()),
-               ALEXNET_NB_RUNS=str(Path(runs_dir).absolute()), TQDM_MININTERVAL="30",
+    runs = Path(runs_dir).absolute()
+    # Jupyter's and IPython's own files in the runs folder (a home folder may not be writable there), and the
+    # inline backend even where the machine sets another (figures must land in the executed notebook).
+    env = dict(os.environ, ALEXNET_NB_DATA=str(Path(data_dir).absolute()), ALEXNET_NB_RUNS=str(runs),
+               TQDM_MININTERVAL="30", JUPYTER_RUNTIME_DIR=str(runs / ".jupyter"), IPYTHONDIR=str(runs / ".ipython"),
+               MPLBACKEND="module://matplotlib_inline.backend_inline",
                PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     if quick:
         env["ALEXNET_NB_QUICK"] = "1"

@@ -30,8 +30,9 @@ why = "the chapters a reader opens, run on the chosen recipe"
 
 
 def run(tmp_path, *args):
+    # MPLBACKEND as some machines set it: the chapters' figures must land in the notebooks all the same.
     env = dict(os.environ, ALEXNET_NB_DATA=str(tmp_path / "data"), ALEXNET_NB_RUNS=str(tmp_path / "runs"),
-               OMP_NUM_THREADS="2")
+               OMP_NUM_THREADS="2", MPLBACKEND="Agg")
     env.pop("ALEXNET_NB_QUICK", None)
     return subprocess.run([sys.executable, "-m", "alexnet_nb.experiments", *args], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=900)
@@ -62,6 +63,9 @@ def test_the_plan_executes_chapters_3_and_4_on_the_chosen_recipe_and_unpack_puts
     assert any('RUN = \'03_paper\'  # @param' in c.source for c in four.cells)
     assert all(c.execution_count for c in three.cells + four.cells if c.cell_type == "code")
     assert "03_paper: read from run folder" in outputs(four)  # chapter 4 read the run chapter 3 trained
+    figures = [o for c in three.cells + four.cells if c.cell_type == "code" for o in c.outputs
+               if "image/png" in o.get("data", {})]
+    assert len(figures) >= 5  # the figures landed in the notebooks (the inline backend, whatever MPLBACKEND says)
     assert plan_lib.finished(json.loads((tmp_path / "results" / "03_paper" / "summary.json").read_text()))
 
     again = run(tmp_path, *command)  # the chapters ran this recipe: not again
