@@ -132,7 +132,7 @@ def ensure_jupyter(folders, site=None):
     _on_path(site)
     if _importable(NEEDED):
         return f"nbclient and ipykernel from {site}"
-    wheels = [w for f in folders for w in sorted((Path(f) / WHEELS_DIR).glob("*.whl"))]
+    wheels = _wheels(folders)
     if not wheels:
         raise ChapterError(f"nbclient/ipykernel are not installed and no wheels in {', '.join(map(str, folders))}"
                            f"/{WHEELS_DIR}: copy them there with `python -m alexnet_nb.chapters wheels --into DIR`")
@@ -156,20 +156,28 @@ def ensure_jupyter(folders, site=None):
     return f"unpacked {len(wheels)} wheels for nbclient and ipykernel into {site}"
 
 
+def _wheels(folders) -> list:
+    return [w for f in folders for w in sorted((Path(f) / WHEELS_DIR).glob("*.whl"))]
+
+
 def _on_path(site):
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))
         importlib.invalidate_caches()
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(site) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(site)] + paths)
+    os.environ["PYTHONPATH"] = _pythonpath(site, os.environ.get("PYTHONPATH", ""))
+
+
+def _pythonpath(first, current) -> str:
+    """``current`` (a PYTHONPATH) with ``first`` in front, once."""
+    paths = [p for p in current.split(os.pathsep) if p and p != str(first)]
+    return os.pathsep.join([str(first)] + paths)
 
 
 def jupyter_status(folders) -> str:
     """One line for the GPU command's first lines: can the chapters entry execute notebooks on this machine?"""
     if _importable(NEEDED):
         return "chapters: nbclient and ipykernel installed"
-    wheels = [w for f in folders for w in (Path(f) / WHEELS_DIR).glob("*.whl")]
+    wheels = _wheels(folders)
     return (f"chapters: {len(wheels)} wheels for nbclient/ipykernel found, installed when a chapter runs" if wheels
             else f"chapters: NO nbclient/ipykernel and no wheels in {', '.join(map(str, folders))}/{WHEELS_DIR}: "
                  "a chapters entry will fail (python -m alexnet_nb.chapters wheels --into .carry3)")
@@ -209,7 +217,7 @@ def kernel_env(data_dir, runs_dir, quick):
     env = dict(os.environ, ALEXNET_NB_DATA=str(Path(data_dir).absolute()), ALEXNET_NB_RUNS=str(runs),
                TQDM_MININTERVAL="30", JUPYTER_RUNTIME_DIR=str(runs / ".jupyter"), IPYTHONDIR=str(runs / ".ipython"),
                MPLBACKEND="module://matplotlib_inline.backend_inline",
-               PYTHONPATH=os.pathsep.join([str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+               PYTHONPATH=_pythonpath(REPO, os.environ.get("PYTHONPATH", "")))
     if quick:
         env["ALEXNET_NB_QUICK"] = "1"
     else:

@@ -72,7 +72,7 @@ def run_logged(cmd, log_file, timeout, append=False, env=None):
         try:
             return child.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
-            child.kill()
+            os.killpg(child.pid, signal.SIGKILL)  # its whole session: a chapter's kernel, compile workers
             child.wait()
             return f"killed after {timeout:.0f} s"
         finally:
@@ -80,11 +80,11 @@ def run_logged(cmd, log_file, timeout, append=False, env=None):
 
 
 class CommandLock:
-    """``with CommandLock(folder, "experiments gpu"):`` -- one plan command at a time per runs folder; a second
+    """``with CommandLock(folder):`` -- one plan command at a time per runs folder; a second
     is refused in one line naming the holder (two would train the same entries and write one archive)."""
 
-    def __init__(self, folder, command):
-        self.folder, self.command = Path(folder), command
+    def __init__(self, folder):
+        self.folder = Path(folder)
         self.lock = run_folder.Lock(self.folder)
 
     def __enter__(self):

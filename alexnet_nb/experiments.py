@@ -168,7 +168,7 @@ def pack(out, log_path, state=STATE):
     return packed
 
 
-def gpu(args):
+def gpu(args, runs):
     clock = Clock(args.command_seconds)
     log = Log(STATE / "gpu.log")
     log(f"=== gpu call at {time.strftime('%Y-%m-%d %H:%M:%S')}; archives {args.archives}")
@@ -206,7 +206,7 @@ def gpu(args):
         else:
             rows.append(("speed matrix", "done", f"measured before on this kind of machine ({record.get('device')}, "
                          f"torch {record.get('torch')})"))
-        rows += run_plan(plan, clock, STATE / "results", STATE / "runs", record, args.quick, source, log,
+        rows += run_plan(plan, clock, STATE / "results", runs, record, args.quick, source, log,
                          warmed=read_warmed(), after_each=lambda: pack(args.out, STATE / "gpu.log"),
                          wheels=args.archives)
     log(table(rows, "this call"))
@@ -277,7 +277,8 @@ def unpack(args):
     except archives.ArchiveError as e:
         cli.fail(str(e))
     names += [name for _, name in files]
-    chapters = plan_chapters.notebooks_from(RESULTS, RESULTS.parent / "notebooks")  # executed on the GPU: they replace the chapters' sources
+    # Chapters executed on the GPU replace their sources.
+    chapters = plan_chapters.notebooks_from(RESULTS, RESULTS.parent / "notebooks")
     print(f"unpacked {', '.join(names) or 'nothing'} into {RESULTS}/"
           + (f"; executed chapters {', '.join(chapters)} into notebooks/" if chapters else ""))
 
@@ -338,8 +339,8 @@ def main(argv=None):
             # The plan's runs get a folder of their own: `--overwrite` there never touches a user's runs/blog.
             runs = STATE / "runs" if args.command == "gpu" else env.runs_dir() / PLAN_RUNS
             plan_lib.load(args.plan)  # a bad plan is one line before anything is written, the lock included
-            with CommandLock(runs, f"experiments {args.command}"), STOP:
-                rows = gpu(args) if args.command == "gpu" else run(args, runs)
+            with CommandLock(runs), STOP:
+                rows = (gpu if args.command == "gpu" else run)(args, runs)
             if STOP.reason:  # stopped cleanly: results packed and the table printed; say so to the caller
                 sys.exit(STOP.exit_status())
             return rows

@@ -12,7 +12,6 @@ cut-off run where it stopped instead of starting it again.
 
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import time
@@ -210,7 +209,8 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             rows.append((entry.name, "not run", f"the command was stopped ({STOP.reason})"))
             continue
         sizes_extra = dict(plan_lib.QUICK_SIZES) if quick else {}
-        cfg = entry.config(chosen, **sizes_extra, **({"lrn_impl": lrn} if lrn else {}))
+        # A chapter trains as a reader would, with the recipe's own LRN; the plan's runs with the adopted one.
+        cfg = entry.config(chosen, **sizes_extra, **({"lrn_impl": lrn} if lrn and not entry.chapters else {}))
         if not entry.chapters and finished_in_runs(entry, cfg, runs_dir):
             summary = copy_results(entry, Path(runs_dir) / entry.name, Path(out_dir) / entry.name)
             final = summary["final"]
@@ -245,7 +245,6 @@ def run_plan(plan, clock, out_dir, runs_dir, record, quick=False, source=None, l
             log(f"{entry.name} needs ~{need:.0f} s, {left:.0f} s are left: running it anyway, to be cut off")
         started_any, cut_off = True, cut_off or partial
         if entry.chapters:
-            started_any = True
             summary, status, took, tail = plan_chapters.run(entry, chosen, out_dir, runs_dir,
                                                             clock.left() - PACK_SECONDS / 2, quick, wheels, log)
             ran = ", ".join(f"{n} {s['status']} in {s['seconds']} s" for n, s in summary["chapters"].items())

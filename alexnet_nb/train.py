@@ -246,10 +246,8 @@ def _fit(config, callback, rank, world, local_rank, command, stop):
         files.remove_stale_temps(ckpt_path)
     if rank == 0 and config.resume:  # a new machine: its own folder lost, the copy elsewhere is the run
         backup.restore(run_dir, config.backup_dir, say)
-        if world > 1:
-            dist.barrier()
-    elif config.resume and world > 1:
-        dist.barrier()
+    if config.resume and world > 1:
+        dist.barrier()  # the others read the checkpoint only once it is back
     state = checkpoint.read(ckpt_path) if config.resume and ckpt_path.exists() else None
     if state is not None:
         config = checkpoint.resumed_config(config, config_lib.from_dict(state["config"]), say)
